@@ -1,0 +1,1 @@
+"""The ``dtp-stereo`` command line: one module per subcommand."""
