@@ -30,9 +30,13 @@ def build_model(name: str, **cfg) -> nn.Module:
     Raises:
         KeyError: ``name`` is not registered (the message lists the valid names).
         TypeError: a config key is not known to that architecture.
+
+    The returned module carries ``model_name`` (the registry name), which checkpoints record.
     """
     try:
         factory = _MODELS[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
-    return factory(**cfg)
+    model = factory(**cfg)
+    model.model_name = name
+    return model

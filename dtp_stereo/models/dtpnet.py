@@ -1,0 +1,194 @@
+"""DTPnet: the 2D-only lightweight student of "Distill-Then-Prune" (arXiv 2405.11809).
+
+Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tensors):
+
+1. Siamese feature extractor: a 3-conv stem (1/2), two residual stages (1/4, 1/8), the 1/8 map
+   upsampled ×2 and concatenated with the 1/4 map (2-level pyramid, no SPP), fused to
+   ``fuse[1]`` channels at 1/4 resolution.
+2. Channel-to-disparity: concat(left, right) along channels, then conv-BN-ReLU layers (first 1×1,
+   then 3×3) to ``c2d[-1]`` planes (default D/4) -- one shot, no per-disparity loop or shifting.
+3. 2D aggregation: conv-BN-ReLU layers, one 2D hourglass, a conv to D logits at 1/4 resolution.
+4. Head ``"full"``: logits upsampled ×4 (bilinear) to B×D×H×W, softmax over D, soft-argmax.
+   Head ``"fast"``: softmax + soft-argmax at 1/4 resolution, then the B×H/4×W/4 disparity is
+   upsampled ×4 (bilinear). In both heads logit plane ``d`` (d = 0..D-1) means a full-resolution
+   disparity of ``d`` pixels, so the two heads differ only in where the bilinear upsampling
+   happens and the fast head's values need no rescaling.
+
+Every conv width lives in :class:`DTPNetConfig`; :func:`config_from_module` reads them back
+from a (pruned) model so it can be rebuilt from its checkpoint config alone.
+"""
+
+from dataclasses import dataclass, fields
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._registry import register_model
+from .layers import Hourglass2D, ImageNormalize, check_input_pair, convbn, make_layer, regress
+from .output import StereoOutput
+
+__all__ = ["DTPNet", "DTPNetConfig", "config_from_module"]
+
+_HEADS = ("full", "fast")
+
+
+@dataclass(frozen=True)
+class DTPNetConfig:
+    """DTPnet architecture; every conv output width is explicit (widths in channels)."""
+
+    max_disparity: int = 192  # D, pixels; number of logit planes
+    head: str = "full"  # "full" (upsample logits) or "fast" (regress at 1/4, upsample disparity)
+    stem: Tuple[int, ...] = (32, 32, 32)  # stem conv widths; the first conv has stride 2
+    layer1_mids: Tuple[int, ...] = (32,)  # inner width of each residual block of stage 1 (1/4)
+    layer1_out: int = 32  # stage-1 output width (shared by its blocks via residual adds)
+    layer2_mids: Tuple[int, ...] = (64,)  # inner widths of stage-2 blocks (1/8)
+    layer2_out: int = 64  # stage-2 output width
+    fuse: Tuple[int, int] = (32, 32)  # 3×3 conv-BN-ReLU width, then 1×1 conv = feature width
+    c2d: Tuple[int, ...] = (48, 48)  # channel-to-disparity widths; last = cost planes (D/4)
+    pre: Tuple[int, ...] = (48,)  # conv-BN-ReLU widths before the hourglass; last = C
+    hourglass: Tuple[int, int, int, int] = (96, 96, 96, 96)  # hourglass conv1..conv4 widths
+    classifier: int = 32  # conv-BN-ReLU width before the final conv to D logits
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # JSON gives lists: normalise to tuples of ints
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(int(x) for x in v))
+        if self.head not in _HEADS:
+            raise ValueError(f"DTPNetConfig.head must be one of {_HEADS}, got {self.head!r}")
+        if self.max_disparity < 4:
+            raise ValueError(f"DTPNetConfig.max_disparity must be >= 4, got {self.max_disparity}")
+        for name in ("stem", "layer1_mids", "layer2_mids", "c2d", "pre"):
+            if len(getattr(self, name)) < 1:
+                raise ValueError(f"DTPNetConfig.{name} needs at least one width")
+        if len(self.fuse) != 2 or len(self.hourglass) != 4:
+            raise ValueError("DTPNetConfig: fuse needs 2 widths and hourglass 4 widths")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            ws = v if isinstance(v, tuple) else (v,) if f.name != "head" else ()
+            if any(int(w) < 1 for w in ws):
+                raise ValueError(f"DTPNetConfig.{f.name}: widths must be >= 1, got {v}")
+
+
+class DTPFeature(nn.Module):
+    """Siamese 2-level pyramid feature extractor: B×3×H×W -> B×fuse[1]×H/4×W/4."""
+
+    def __init__(self, cfg: DTPNetConfig) -> None:
+        super().__init__()
+        stem, cin = [], 3
+        for i, w in enumerate(cfg.stem):
+            stem += [convbn(cin, w, 3, 2 if i == 0 else 1, 1), nn.ReLU(inplace=True)]
+            cin = w
+        self.stem = nn.Sequential(*stem)
+        self.layer1 = make_layer(cin, cfg.layer1_out, len(cfg.layer1_mids), 2, 1, 1,
+                                 cfg.layer1_mids)
+        self.layer2 = make_layer(cfg.layer1_out, cfg.layer2_out, len(cfg.layer2_mids), 2, 1, 1,
+                                 cfg.layer2_mids)
+        self.fuse = nn.Sequential(
+            convbn(cfg.layer1_out + cfg.layer2_out, cfg.fuse[0], 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(cfg.fuse[0], cfg.fuse[1], 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x4 = self.layer1(self.stem(x))
+        x8 = self.layer2(x4)
+        up = F.interpolate(x8, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.fuse(F.relu(_cat(x4, up)))
+
+
+def _cat(a: Tensor, b: Tensor) -> Tensor:
+    return torch.cat((a, b), dim=1)
+
+
+def _convbn_relu_stack(cin: int, widths: Tuple[int, ...], first_kernel: int) -> nn.Sequential:
+    mods = []
+    for i, w in enumerate(widths):
+        k = first_kernel if i == 0 else 3
+        mods += [convbn(cin, w, k, 1, k // 2), nn.ReLU(inplace=True)]
+        cin = w
+    return nn.Sequential(*mods)
+
+
+class DTPNet(nn.Module):
+    """DTPnet student. ``forward(left, right)`` takes B×3×H×W RGB in [0, 1], H, W multiples of 16.
+
+    Returns a :class:`StereoOutput`: ``disparity`` B×H×W (pixels, in [0, D-1]), ``logits``
+    B×D×H×W (full head) or ``None`` (fast head), ``confidence`` B×H×W (softmax mass within ±2
+    disparities of the argmax), ``intermediates``: ``features`` / ``features_right``
+    (B×fuse[1]×H/4×W/4), ``cost_volume`` (B×c2d[-1]×H/4×W/4), ``logits_quarter``
+    (B×D×H/4×W/4).
+    """
+
+    size_divisor = 16
+
+    def __init__(self, config: DTPNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.max_disparity = int(config.max_disparity)
+        self.normalize = ImageNormalize()
+        self.feature = DTPFeature(config)
+        self.c2d = _convbn_relu_stack(2 * config.fuse[1], config.c2d, 1)
+        self.pre = _convbn_relu_stack(config.c2d[-1], config.pre, 3)
+        self.hourglass = Hourglass2D(config.pre[-1], config.hourglass)
+        self.classifier = nn.Sequential(
+            convbn(config.pre[-1], config.classifier, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(config.classifier, config.max_disparity, 3, 1, 1, bias=False))
+
+    def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
+        check_input_pair(left, right, self.size_divisor)
+        feat_l = self.feature(self.normalize(left))
+        feat_r = self.feature(self.normalize(right))
+        volume = self.c2d(_cat(feat_l, feat_r))  # channel-to-disparity: B×D/4×H/4×W/4
+        logits_q = self.classifier(self.hourglass(self.pre(volume)))  # B×D×H/4×W/4
+        inter = {"features": feat_l, "features_right": feat_r, "cost_volume": volume,
+                 "logits_quarter": logits_q}
+        if self.config.head == "full":
+            logits = F.interpolate(logits_q, scale_factor=4.0, mode="bilinear",
+                                   align_corners=False)
+            disp, conf = regress(logits)
+            return StereoOutput(disp, logits, conf, (), inter)
+        disp_q, conf_q = regress(logits_q)  # plane d = full-res disparity d pixels
+        disp = F.interpolate(disp_q.unsqueeze(1), scale_factor=4.0, mode="bilinear",
+                             align_corners=False).squeeze(1)
+        conf = F.interpolate(conf_q.unsqueeze(1), scale_factor=4.0, mode="bilinear",
+                             align_corners=False).squeeze(1)
+        return StereoOutput(disp, None, conf, (), inter)
+
+
+def _width(seq: nn.Module) -> int:
+    """Output width of a convbn Sequential (its first module is the conv)."""
+    return int(seq[0].out_channels)
+
+
+def config_from_module(model: DTPNet) -> DTPNetConfig:
+    """Read the current conv widths of a (possibly pruned) DTPNet into a new config."""
+    if not isinstance(model, DTPNet):
+        raise TypeError(f"config_from_module expects a DTPNet, got {type(model).__name__}")
+    f = model.feature
+    stem = tuple(_width(m) for m in f.stem if isinstance(m, nn.Sequential))
+    hg = model.hourglass
+    logits_conv = model.classifier[2]
+    if logits_conv.out_channels != model.max_disparity:
+        raise ValueError(f"the logit conv has {logits_conv.out_channels} outputs but "
+                         f"max_disparity is {model.max_disparity}: it must not be pruned")
+    return DTPNetConfig(
+        max_disparity=model.max_disparity,
+        head=model.config.head,
+        stem=stem,
+        layer1_mids=tuple(_width(b.conv1[0]) for b in f.layer1),
+        layer1_out=_width(f.layer1[0].conv2),
+        layer2_mids=tuple(_width(b.conv1[0]) for b in f.layer2),
+        layer2_out=_width(f.layer2[0].conv2),
+        fuse=(_width(f.fuse[0]), int(f.fuse[2].out_channels)),
+        c2d=tuple(_width(m) for m in model.c2d if isinstance(m, nn.Sequential)),
+        pre=tuple(_width(m) for m in model.pre if isinstance(m, nn.Sequential)),
+        hourglass=(_width(hg.conv1[0]), _width(hg.conv2), _width(hg.conv3[0]),
+                   _width(hg.conv4[0])),
+        classifier=_width(model.classifier[0]),
+    )
+
+
+@register_model("dtpnet")
+def _create_dtpnet(**cfg) -> DTPNet:
+    return DTPNet(DTPNetConfig(**cfg))

@@ -1,0 +1,170 @@
+"""Shared building blocks: conv+BN, PSMNet residual blocks, normalisation, disparity regression.
+
+Module/attribute names of ``convbn``, ``convbn_3d``, ``BasicBlock`` and ``make_layer`` follow the
+published PSMNet code (JiaRenChang/PSMNet ``models/submodule.py``) so public checkpoints load
+with identical state_dict keys.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def convbn(in_planes: int, out_planes: int, kernel_size: int, stride: int, pad: int,
+           dilation: int = 1) -> nn.Sequential:
+    """2D conv (no bias) + BatchNorm; padding equals ``dilation`` when dilation > 1 (PSMNet)."""
+    return nn.Sequential(
+        nn.Conv2d(in_planes, out_planes, kernel_size=kernel_size, stride=stride,
+                  padding=dilation if dilation > 1 else pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_planes))
+
+
+def convbn_3d(in_planes: int, out_planes: int, kernel_size: int, stride: int,
+              pad: int) -> nn.Sequential:
+    """3D conv (no bias) + BatchNorm3d."""
+    return nn.Sequential(
+        nn.Conv3d(in_planes, out_planes, kernel_size=kernel_size, padding=pad, stride=stride,
+                  bias=False),
+        nn.BatchNorm3d(out_planes))
+
+
+class BasicBlock(nn.Module):
+    """PSMNet residual block: conv-BN-ReLU, conv-BN, + identity/downsample (no final ReLU).
+
+    Args:
+        inplanes: input channels.
+        planes: output channels (and, unless ``mid`` is given, the inner width).
+        stride: stride of the first conv.
+        downsample: module mapping the input to ``planes`` channels at the output stride.
+        pad: padding for dilation 1.
+        dilation: dilation of both convs.
+        mid: inner width (output of ``conv1``); defaults to ``planes``. Pruning changes it.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: Optional[nn.Module],
+                 pad: int, dilation: int, mid: Optional[int] = None) -> None:
+        super().__init__()
+        mid = planes if mid is None else mid
+        self.conv1 = nn.Sequential(convbn(inplanes, mid, 3, stride, pad, dilation),
+                                   nn.ReLU(inplace=True))
+        self.conv2 = convbn(mid, planes, 3, 1, pad, dilation)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv2(self.conv1(x))
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return out + x
+
+
+def make_layer(inplanes: int, planes: int, blocks: int, stride: int, pad: int, dilation: int,
+               mids: Optional[Tuple[int, ...]] = None) -> nn.Sequential:
+    """A stage of ``blocks`` BasicBlocks (PSMNet ``_make_layer``); ``mids`` gives inner widths."""
+    if blocks < 1:
+        raise ValueError(f"make_layer: blocks must be >= 1, got {blocks}")
+    if mids is not None and len(mids) != blocks:
+        raise ValueError(f"make_layer: {len(mids)} inner widths for {blocks} blocks")
+    downsample = None
+    if stride != 1 or inplanes != planes:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
+            nn.BatchNorm2d(planes))
+    layers = [BasicBlock(inplanes, planes, stride, downsample, pad, dilation,
+                         None if mids is None else mids[0])]
+    for i in range(1, blocks):
+        layers.append(BasicBlock(planes, planes, 1, None, pad, dilation,
+                                 None if mids is None else mids[i]))
+    return nn.Sequential(*layers)
+
+
+class ImageNormalize(nn.Module):
+    """Map RGB in [0, 1] (B×3×H×W) to ImageNet-normalised values; buffers are not saved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def check_input_pair(left: Tensor, right: Tensor, divisor: int) -> None:
+    """Raise ValueError unless left/right are equal-size B×3×H×W with H, W multiples of divisor.
+
+    Skipped while tracing/exporting (ONNX, torch.export), where shapes may be symbolic.
+    """
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    if left.dim() != 4 or left.shape[1] != 3:
+        raise ValueError(f"left image must be B×3×H×W, got shape {tuple(left.shape)}")
+    if right.shape != left.shape:
+        raise ValueError(f"left/right shape mismatch: {tuple(left.shape)} vs {tuple(right.shape)}")
+    h, w = int(left.shape[-2]), int(left.shape[-1])
+    if h % divisor or w % divisor:
+        raise ValueError(f"input size {h}x{w} is not a multiple of size_divisor {divisor}; "
+                         "pad with dtp_stereo.preprocess.InputPadder")
+
+
+def disparity_values(num: int, like: Tensor) -> Tensor:
+    """Disparity candidates 0..num-1 as a 1×num×1×1 tensor matching ``like``'s dtype/device."""
+    return torch.arange(num, dtype=like.dtype, device=like.device).view(1, num, 1, 1)
+
+
+def soft_argmax(prob: Tensor) -> Tensor:
+    """Expected disparity ``sum_d p_d * d`` over dim 1 of a B×D×H×W probability volume -> B×H×W."""
+    return torch.sum(prob * disparity_values(prob.shape[1], prob), dim=1)
+
+
+def window_confidence(prob: Tensor, radius: int = 2) -> Tensor:
+    """Probability mass within ``radius`` disparities of the argmax: B×D×H×W -> B×H×W in [0, 1]."""
+    d = disparity_values(prob.shape[1], prob)
+    peak = torch.argmax(prob, dim=1, keepdim=True).to(prob.dtype)
+    mask = (torch.abs(d - peak) <= radius).to(prob.dtype)
+    return torch.sum(prob * mask, dim=1)
+
+
+def regress(logits: Tensor, radius: int = 2) -> Tuple[Tensor, Tensor]:
+    """Softmax over dim 1, then (soft-argmax disparity, window confidence), both B×H×W."""
+    prob = F.softmax(logits, dim=1)
+    return soft_argmax(prob), window_confidence(prob, radius)
+
+
+class Hourglass2D(nn.Module):
+    """2D encoder-decoder (PSMNet hourglass, 2D convs, explicit widths): 1/4 -> 1/16 -> 1/4.
+
+    ``conv1`` (stride 2) -> ``conv2`` -> ``conv3`` (stride 2) -> ``conv4`` -> ``conv5``
+    (ConvTranspose2d, + ``conv2`` skip) -> ``conv6`` (ConvTranspose2d, + input skip).
+    Input and output are B×C×H×W with H and W multiples of 4.
+
+    Args:
+        channels: input/output width C (coupled by the residual add).
+        widths: (h1, h2, h3, h4) output widths of conv1..conv4; conv5 outputs h2 (skip add).
+    """
+
+    def __init__(self, channels: int, widths: Tuple[int, int, int, int]) -> None:
+        super().__init__()
+        h1, h2, h3, h4 = widths
+        self.conv1 = nn.Sequential(convbn(channels, h1, 3, 2, 1), nn.ReLU(inplace=True))
+        self.conv2 = convbn(h1, h2, 3, 1, 1)
+        self.conv3 = nn.Sequential(convbn(h2, h3, 3, 2, 1), nn.ReLU(inplace=True))
+        self.conv4 = nn.Sequential(convbn(h3, h4, 3, 1, 1), nn.ReLU(inplace=True))
+        self.conv5 = nn.Sequential(
+            nn.ConvTranspose2d(h4, h2, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.BatchNorm2d(h2))
+        self.conv6 = nn.Sequential(
+            nn.ConvTranspose2d(h2, channels, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.BatchNorm2d(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = F.relu(self.conv2(self.conv1(x)))
+        post = F.relu(self.conv5(self.conv4(self.conv3(pre))) + pre)
+        return F.relu(self.conv6(post) + x)
