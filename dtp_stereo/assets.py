@@ -1,0 +1,50 @@
+"""Where shipped files (the student checkpoint) live: source checkout, pip or ROS install."""
+
+import sys
+from pathlib import Path
+from typing import List
+
+DEFAULT_MODEL_NAME = "dtpnet_pruned.pt"
+PACKAGE = "dtp_stereo"
+
+
+def model_search_dirs() -> List[Path]:
+    """Folders searched for shipped checkpoints, in order.
+
+    (a) ``<repo>/models`` next to the package (source checkout, editable install);
+    (b) ``<sys.prefix>/share/dtp_stereo/models`` (pip / colcon install);
+    (c) ``get_package_share_directory("dtp_stereo")/models`` when ``ament_index_python`` is
+    importable and the package is in the ament index.
+    """
+    dirs = [Path(__file__).resolve().parent.parent / "models",
+            Path(sys.prefix) / "share" / PACKAGE / "models"]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        return dirs
+    try:
+        dirs.append(Path(get_package_share_directory(PACKAGE)) / "models")
+    except (PackageNotFoundError, LookupError, ValueError, OSError):
+        pass
+    return dirs
+
+
+def find_model(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """Path of the shipped checkpoint file ``name``.
+
+    Raises:
+        FileNotFoundError: not found; the message lists every place searched.
+    """
+    dirs = model_search_dirs()
+    for folder in dirs:
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    searched = "\n  ".join(str(d / name) for d in dirs)
+    raise FileNotFoundError(f"shipped checkpoint {name!r} not found; searched:\n  {searched}\n"
+                            "pass --checkpoint PATH to use another file")
+
+
+def default_model_path() -> Path:
+    """Path of the shipped pruned student checkpoint (``dtpnet_pruned.pt``)."""
+    return find_model(DEFAULT_MODEL_NAME)

@@ -1,0 +1,155 @@
+"""``dtp-stereo infer``: run a checkpoint on one stereo pair; write PFM, 16-bit PNG and colour PNG.
+
+Outputs in ``--output-dir`` (named after the left image's stem):
+``<stem>_disp.pfm`` (float32 pixels), ``<stem>_disp.png`` (KITTI 16-bit: ``round(d·256)``) and
+``<stem>_disp_color.png`` (colour-coded, 0..max disparity).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from dtp_stereo.timing import LatencyStats, timer
+
+PROG = "dtp-stereo infer"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``<prog>: error: <message>`` with a non-zero exit code."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dtp-stereo infer``."""
+    parser.add_argument("left", type=Path, help="left image (PNG/JPEG/...)")
+    parser.add_argument("right", type=Path, help="right image, same size as the left one")
+    add_model_arguments(parser)
+    parser.add_argument("--output-dir", type=Path, default=Path("."),
+                        help="folder for <stem>_disp.pfm/.png/_color.png (default: .)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--device``, ``--max-width``, ``--threads`` (shared with ``eval``)."""
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="dtp_stereo checkpoint (default: the shipped dtpnet_pruned.pt)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--max-width", type=int, default=None,
+                        help="downscale wider images to this width (pixels, aspect kept); "
+                             "disparity is mapped back to the original resolution")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def resolve_checkpoint(path: Optional[Path]) -> Path:
+    """The ``--checkpoint`` path, or the shipped student when none is given."""
+    if path is not None:
+        return path
+    from dtp_stereo.assets import default_model_path
+
+    return default_model_path()
+
+
+class Predictor:
+    """Checkpoint + preprocessing: uint8 RGB pair in, disparity at the input resolution out.
+
+    Args:
+        checkpoint: dtp_stereo checkpoint file.
+        device: ``"cpu"`` or ``"cuda"``.
+        max_width: optional width cap (pixels) for the network input.
+        threads: CPU threads for torch, or ``None``.
+    """
+
+    def __init__(self, checkpoint: Path, device: str = "cpu", max_width: Optional[int] = None,
+                 threads: Optional[int] = None) -> None:
+        from dtp_stereo.backends.torch_backend import TorchBackend
+        from dtp_stereo.checkpoint import load_model
+        from dtp_stereo.preprocess import StereoPreprocessor
+
+        model, self.checkpoint = load_model(checkpoint, device="cpu")
+        self.backend = TorchBackend(model, device=device, threads=threads)
+        self.device = device
+        self.max_disparity = int(self.checkpoint.max_disparity)
+        self.preprocessor = StereoPreprocessor(self.backend.size_divisor, max_width=max_width)
+
+    def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Disparity (H×W float32, pixels of the input) of an H×W×3 uint8 RGB pair."""
+        left_n, right_n, frame = self.preprocessor.prepare(left, right)
+        result = self.backend.infer(left_n, right_n)
+        return frame.restore(result.disparity)
+
+
+def read_pair(left_path: Path, right_path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a stereo pair as H×W×3 uint8 RGB and check the sizes match.
+
+    Raises:
+        CliError: a file is missing/unreadable or the sizes differ (both files are named).
+    """
+    from dtp_stereo.data.formats import read_image_rgb
+
+    images = []
+    for label, path in (("left", left_path), ("right", right_path)):
+        if not Path(path).is_file():
+            raise CliError(f"{label} image {path}: file not found")
+        try:
+            images.append(read_image_rgb(path))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{label} image {path}: cannot read: {exc}") from None
+    left, right = images
+    if left.shape != right.shape:
+        raise CliError(f"image sizes differ: left {left_path} is {left.shape[1]}x{left.shape[0]} "
+                       f"(WxH), right {right_path} is {right.shape[1]}x{right.shape[0]}")
+    return left, right
+
+
+def write_outputs(out_dir: Path, stem: str, disparity: np.ndarray,
+                  max_disparity: float) -> Dict[str, Path]:
+    """Write ``<stem>_disp.pfm``, ``<stem>_disp.png`` (16-bit KITTI) and ``<stem>_disp_color.png``.
+
+    Returns:
+        ``{"pfm": path, "png16": path, "color": path}``.
+    """
+    from dtp_stereo.data.formats import colorize_disparity, write_disparity_png16, write_pfm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"pfm": out_dir / f"{stem}_disp.pfm", "png16": out_dir / f"{stem}_disp.png",
+             "color": out_dir / f"{stem}_disp_color.png"}
+    write_pfm(paths["pfm"], disparity.astype(np.float32))
+    write_disparity_png16(paths["png16"], disparity)
+    color_bgr = colorize_disparity(disparity, max_disparity)
+    if not cv2.imwrite(str(paths["color"]), color_bgr):
+        raise OSError(f"{paths['color']}: cannot write PNG")
+    return paths
+
+
+def fail(prog: str, message: str, code: int = 1) -> int:
+    """Print ``<prog>: error: <message>`` to stderr and return ``code``."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``dtp-stereo infer``; returns the exit code."""
+    from dtp_stereo.checkpoint import CheckpointError
+
+    try:
+        left, right = read_pair(args.left, args.right)
+        predictor = Predictor(resolve_checkpoint(args.checkpoint), args.device, args.max_width,
+                              args.threads)
+        stats = LatencyStats()
+        with timer(args.device, stats):
+            disparity = predictor(left, right)
+        paths = write_outputs(args.output_dir, Path(args.left).stem, disparity,
+                              predictor.max_disparity)
+    except (CliError, CheckpointError, FileNotFoundError) as exc:
+        return fail(PROG, str(exc))
+    except (OSError, ValueError, RuntimeError) as exc:
+        return fail(PROG, f"{type(exc).__name__}: {exc}")
+    h, w = disparity.shape
+    print(f"{predictor.checkpoint.model_name} on {args.device}: {w}x{h} pair in "
+          f"{stats.mean:.1f} ms (first call, includes warm-up)")
+    print(f"disparity range {np.nanmin(disparity):.2f}..{np.nanmax(disparity):.2f} px")
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,94 @@
+"""``dtp-stereo info``: describe a checkpoint (model, widths, parameters, MACs, provenance)."""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+PROG = "dtp-stereo info"
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """Parse ``HxW`` (pixels) into ``(H, W)``."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW in pixels, e.g. 256x512; got {text!r}")
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dtp-stereo info``."""
+    parser.add_argument("checkpoint", type=Path, help="dtp_stereo checkpoint")
+    parser.add_argument("--size", type=parse_size, default=(256, 512),
+                        help="input size HxW in pixels for the MAC count (default: 256x512)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def describe(path: Path, size: Tuple[int, int]) -> Dict[str, Any]:
+    """Everything ``info`` reports about checkpoint ``path`` at input ``size`` (H, W).
+
+    MACs use :func:`dtp_stereo.complexity.count_macs` (conv-only) at the size rounded up to the
+    model's ``size_divisor``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded.
+        ValueError: the model cannot run at ``size``.
+    """
+    from dtp_stereo.checkpoint import build_from_checkpoint, load_checkpoint
+    from dtp_stereo.complexity import count_macs, count_parameters
+
+    ckpt = load_checkpoint(path)
+    model = build_from_checkpoint(ckpt).eval()
+    divisor = int(getattr(model, "size_divisor", 1))
+    h, w = (-(-v // divisor) * divisor for v in size)
+    try:
+        macs = count_macs(model, h, w)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"cannot run {ckpt.model_name} at {h}x{w} to count MACs (try a larger "
+                         f"--size; max disparity {ckpt.max_disparity} px): {exc}") from None
+    return {
+        "checkpoint": str(path),
+        "model_name": ckpt.model_name,
+        "model_config": ckpt.model_config,
+        "max_disparity": ckpt.max_disparity,
+        "size_divisor": divisor,
+        "parameters": count_parameters(model),
+        "macs_size": [h, w],
+        "macs": macs,
+        "gmacs": macs / 1e9,
+        "input": ckpt.input,
+        "provenance": ckpt.provenance,
+        "has_training_state": ckpt.training_state is not None,
+        "file_bytes": path.stat().st_size,
+    }
+
+
+def _text(info: Dict[str, Any]) -> str:
+    lines = [f"checkpoint     {info['checkpoint']} ({info['file_bytes'] / 1e6:.2f} MB)",
+             f"model          {info['model_name']}",
+             f"max disparity  {info['max_disparity']} px (size divisor {info['size_divisor']})",
+             f"parameters     {info['parameters']:,} ({info['parameters'] / 1e6:.3f} M)",
+             f"MACs           {info['gmacs']:.3f} G at {info['macs_size'][0]}x"
+             f"{info['macs_size'][1]} (conv-only)",
+             f"training state {'yes' if info['has_training_state'] else 'no'}",
+             "config:"]
+    lines += [f"  {k}: {v}" for k, v in info["model_config"].items()]
+    lines.append("provenance:")
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in info["provenance"].items()]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``dtp-stereo info``; returns the exit code."""
+    from dtp_stereo.checkpoint import CheckpointError
+    from dtp_stereo.cli.infer import fail
+
+    try:
+        info = describe(args.checkpoint, args.size)
+    except (CheckpointError, ValueError) as exc:
+        return fail(PROG, str(exc))
+    print(json.dumps(info, indent=2, default=str) if args.json else _text(info))
+    return 0
