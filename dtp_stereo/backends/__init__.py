@@ -1,0 +1,91 @@
+"""Inference backends behind one protocol, chosen by name with :func:`create_backend`.
+
+Backend modules import their heavy dependency (onnxruntime, tensorrt) only when created.
+"""
+
+import importlib.util
+import logging
+from typing import Optional, Tuple
+
+from dtp_stereo.backends.base import BackendError, InferenceResult, StereoBackend
+
+__all__ = ["BACKENDS", "BackendError", "InferenceResult", "StereoBackend", "create_backend"]
+
+_LOG = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optional[str] = None,
+                   engine_cache_dir: Optional[str] = None, device: str = "cpu",
+                   fp16: bool = False, input_size: Optional[Tuple[int, int]] = None,
+                   threads: Optional[int] = None) -> StereoBackend:
+    """Create a backend by name.
+
+    Args:
+        name: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"tensorrt"``. ``"auto"`` picks
+            tensorrt when it imports and CUDA is present, else onnxruntime when an ONNX file
+            is given or the checkpoint can be exported (onnx + onnxruntime installed), else
+            torch; each fallback is logged as a warning.
+        checkpoint: dtp_stereo checkpoint (needed by torch; exported to ONNX on demand for
+            onnxruntime/tensorrt when ``onnx`` is not given).
+        onnx: exported ONNX file (see :func:`dtp_stereo.export.export_onnx`).
+        engine_cache_dir: directory for TensorRT engines and on-demand ONNX exports.
+        device: ``"cpu"`` or ``"cuda"``.
+        fp16: half precision (torch autocast on CUDA; TensorRT FP16 flag).
+        input_size: fixed network input (H, W) in pixels (TensorRT engines, on-demand
+            exports); ``None`` for a dynamic graph where possible.
+        threads: CPU intra-op threads (torch, onnxruntime).
+
+    Raises:
+        BackendError: unknown name, missing files, or the chosen backend cannot run here.
+    """
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if checkpoint is None and onnx is None:
+        raise BackendError(f"backend {name!r} needs a checkpoint or an ONNX file")
+    if name == "auto":
+        name = _pick_auto(checkpoint, onnx)
+    if name == "torch":
+        if checkpoint is None:
+            raise BackendError("torch backend needs a checkpoint (got only an ONNX file); "
+                               "use backend onnxruntime")
+        from dtp_stereo.backends.torch_backend import TorchBackend
+
+        return TorchBackend.from_checkpoint(checkpoint, device=device, fp16=fp16,
+                                            threads=threads)
+    if onnx is None:
+        from dtp_stereo.export import ensure_onnx
+
+        onnx = ensure_onnx(checkpoint, engine_cache_dir, input_size)
+    if name == "onnxruntime":
+        from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(onnx, device=device, threads=threads)
+    from dtp_stereo.backends.tensorrt_backend import TensorRTBackend, import_tensorrt
+
+    import_tensorrt()
+    return TensorRTBackend(onnx, input_size=input_size, fp16=fp16,
+                           engine_cache_dir=engine_cache_dir)
+
+
+def _pick_auto(checkpoint: Optional[str], onnx: Optional[str]) -> str:
+    """Resolve ``"auto"`` to a concrete backend name, logging why it fell back."""
+    from dtp_stereo.backends.tensorrt_backend import tensorrt_available
+
+    exportable = checkpoint is not None and _has_module("onnx")
+    can_ort = _has_module("onnxruntime") and (onnx is not None or exportable)
+    if tensorrt_available() and (onnx is not None or exportable):
+        return "tensorrt"
+    if can_ort:
+        _LOG.warning("backend auto: TensorRT with CUDA is not available; using onnxruntime")
+        return "onnxruntime"
+    if checkpoint is None:
+        raise BackendError("backend auto: only an ONNX file was given but onnxruntime is not "
+                           "installed; install onnxruntime or pass a checkpoint")
+    _LOG.warning("backend auto: neither TensorRT nor onnxruntime is usable; using torch")
+    return "torch"

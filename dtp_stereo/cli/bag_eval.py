@@ -1,0 +1,90 @@
+"""``dtp-stereo bag-eval``: run a model offline over a rosbag2; metrics and latency.
+
+Camera-info topics default to the image topic's sibling ``camera_info`` (``/left/image_rect`` ->
+``/left/camera_info``) when the bag has it; they are needed for ``/points2`` in ``--output-bag``.
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+PROG = "dtp-stereo bag-eval"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dtp-stereo bag-eval``."""
+    parser.add_argument("bag", type=Path, help="rosbag2 directory (sqlite3 or mcap)")
+    parser.add_argument("--left", default="/left/image_rect", help="left image topic")
+    parser.add_argument("--right", default="/right/image_rect", help="right image topic")
+    parser.add_argument("--gt", default=None, help="ground-truth disparity topic (32FC1 pixels)")
+    parser.add_argument("--left-info", default=None, help="left camera_info topic")
+    parser.add_argument("--right-info", default=None, help="right camera_info topic")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="dtp_stereo checkpoint (default: the shipped student)")
+    parser.add_argument("--onnx", type=Path, default=None, help="exported ONNX file")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                        default="torch", help="inference backend (default torch)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    parser.add_argument("--output-bag", type=Path, default=None,
+                        help="write /disparity and /points2 to this new bag")
+    parser.add_argument("--output-storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+
+
+def _sibling_info(image_topic: str, topics: Dict[str, str]) -> Optional[str]:
+    """``/ns/image_rect`` -> ``/ns/camera_info`` if the bag has it as a CameraInfo topic."""
+    candidate = image_topic.rsplit("/", 1)[0] + "/camera_info"
+    return candidate if topics.get(candidate) == "sensor_msgs/msg/CameraInfo" else None
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print metrics and latency; optionally write JSON and an output bag."""
+    from dtp_stereo.backends import BackendError, create_backend
+    from dtp_stereo.bag import bag_eval, bag_topics
+
+    try:
+        topics = bag_topics(str(args.bag))
+        left_info = args.left_info or _sibling_info(args.left, topics)
+        right_info = args.right_info or _sibling_info(args.right, topics)
+        checkpoint = args.checkpoint
+        if checkpoint is None and args.onnx is None:
+            from dtp_stereo.assets import default_model_path
+
+            checkpoint = default_model_path()
+        backend = create_backend(args.backend, None if checkpoint is None else str(checkpoint),
+                                 onnx=None if args.onnx is None else str(args.onnx),
+                                 device=args.device, fp16=args.fp16, threads=args.threads)
+        report = bag_eval(str(args.bag), backend, left_topic=args.left, right_topic=args.right,
+                          gt_topic=args.gt, left_info_topic=left_info,
+                          right_info_topic=right_info,
+                          output_bag=None if args.output_bag is None else str(args.output_bag),
+                          output_storage=args.output_storage, max_frames=args.max_frames)
+    except (BackendError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    lat, inf = report["latency_ms"], report["infer_ms"]
+    print(f"{report['frames']} frames from {args.bag} with {report['backend']} "
+          f"({report['device']})")
+    print(f"latency ms (pre + infer + post): p50 {_fmt(lat['p50'])}  p90 {_fmt(lat['p90'])}  "
+          f"p99 {_fmt(lat['p99'])};  infer only p50 {_fmt(inf['p50'])}")
+    if report["metrics"] is not None:
+        m = report["metrics"]
+        print(f"EPE {_fmt(m['epe'])} px  D1 {_fmt(m['d1'])} %  bad-1 {_fmt(m['bad_1'])} %  "
+              f"bad-3 {_fmt(m['bad_3'])} %  ({m['n_images']} images)")
+    if report["output_bag"]:
+        print(f"wrote {report['output_bag']}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,198 @@
+"""ONNX export of a stereo model and a parity check against PyTorch.
+
+The exported graph has inputs ``left``, ``right`` (B×3×H×W float32 RGB in [0, 1]; the model
+normalises inside) and outputs ``disparity``, ``confidence`` (B×H×W; confidence is zeros when
+the model gives none). ``dtp_stereo.*`` metadata records ``max_disparity``, ``size_divisor``,
+``model_name`` and, for fixed-shape graphs, ``input_size`` ("HxW") for the backends.
+
+Exporter: torch 2.13 still ships the TorchScript-based exporter, so ``dynamo=False`` is used
+(checked: it exports DTPnet with opset 17 and matches onnxruntime to < 1e-4 px); the dynamo
+exporter (onnxscript) is the fallback only if the legacy path raises ImportError/NotImplemented.
+"""
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dtp_stereo.backends.base import INPUT_NAMES, OUTPUT_NAMES
+
+__all__ = ["StereoOnnxWrapper", "export_onnx", "check_onnx_against_torch", "ensure_onnx"]
+
+_LOG = logging.getLogger(__name__)
+
+
+class StereoOnnxWrapper(nn.Module):
+    """Expose a stereo model as ``(left, right) -> (disparity, confidence)`` tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, left: Tensor, right: Tensor) -> Tuple[Tensor, Tensor]:
+        """B×3×H×W inputs -> B×H×W disparity (pixels) and B×H×W confidence."""
+        out = self.model(left, right)
+        disp = out.disparity
+        conf = getattr(out, "confidence", None)
+        if conf is None:
+            conf = torch.zeros_like(disp)
+        return disp, conf
+
+
+def _example_inputs(height: int, width: int, seed: int = 0) -> Tuple[Tensor, Tensor]:
+    """A textured 1×3×H×W pair where the right view is the left shifted by a few pixels."""
+    gen = torch.Generator().manual_seed(seed)
+    left = torch.rand(1, 3, height, width, generator=gen)
+    left = torch.nn.functional.avg_pool2d(left, 3, stride=1, padding=1)
+    right = torch.roll(left, shifts=-4, dims=3)
+    return left.contiguous(), right.contiguous()
+
+
+def export_onnx(model: nn.Module, path: str, height: int, width: int, dynamic: bool = False,
+                opset: int = 17) -> str:
+    """Export ``model`` to an ONNX file.
+
+    Args:
+        model: a dtp_stereo model (``max_disparity``, ``size_divisor`` attributes); it is
+            exported on CPU in eval mode (its device and mode are restored afterwards).
+        path: output ``.onnx`` file (parent directories are created).
+        height, width: example input size in pixels, multiples of ``model.size_divisor``;
+            the graph's fixed size when ``dynamic`` is False.
+        dynamic: make batch, height and width dynamic axes.
+        opset: ONNX opset version.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: height/width not multiples of ``model.size_divisor``.
+        onnx.checker.ValidationError: the written graph is invalid.
+    """
+    import onnx
+
+    divisor = int(getattr(model, "size_divisor", 1))
+    if height <= 0 or width <= 0 or height % divisor or width % divisor:
+        raise ValueError(f"export_onnx: size {height}x{width} must be positive multiples of "
+                         f"the model's size_divisor {divisor}")
+    param = next(model.parameters(), None)
+    orig_device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model = model.to("cpu").eval()
+    wrapper = StereoOnnxWrapper(model).eval()
+    example = _example_inputs(height, width)
+    dynamic_axes = None
+    if dynamic:
+        image_axes = {0: "batch", 2: "height", 3: "width"}
+        out_axes = {0: "batch", 1: "height", 2: "width"}
+        dynamic_axes = {**{n: image_axes for n in INPUT_NAMES},
+                        **{n: out_axes for n in OUTPUT_NAMES}}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # shape checks in forward are traced as constants; harmless for named dynamic axes
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter notice
+            torch.onnx.export(wrapper, example, path, input_names=list(INPUT_NAMES),
+                              output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+    except (ImportError, NotImplementedError) as exc:
+        _LOG.warning("legacy ONNX exporter unavailable (%s); using dynamo=True", exc)
+        dyn_shapes = None
+        if dynamic:
+            dim = torch.export.Dim
+            axes = {0: dim("batch", max=64), 2: dim("height", min=divisor, max=4096),
+                    3: dim("width", min=divisor, max=4096)}
+            dyn_shapes = {"left": axes, "right": axes}
+        with torch.no_grad():
+            prog = torch.onnx.export(wrapper, example, input_names=list(INPUT_NAMES),
+                                     output_names=list(OUTPUT_NAMES), opset_version=opset,
+                                     dynamic_shapes=dyn_shapes, dynamo=True)
+        prog.save(path)
+    finally:
+        model.to(orig_device).train(was_training)
+    proto = onnx.load(path)
+    meta = {"max_disparity": str(int(getattr(model, "max_disparity", 192))),
+            "size_divisor": str(divisor),
+            "model_name": str(getattr(model, "model_name", type(model).__name__))}
+    if not dynamic:
+        meta["input_size"] = f"{height}x{width}"
+    for key, value in meta.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = f"dtp_stereo.{key}", value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
+    return path
+
+
+def check_onnx_against_torch(model: nn.Module, onnx_path: str, height: int, width: int,
+                             seed: int = 0) -> float:
+    """Max absolute disparity difference (pixels) between torch and onnxruntime on CPU.
+
+    Args:
+        model: the exported model (evaluated on CPU in float32, eval mode).
+        onnx_path: ONNX file from :func:`export_onnx`.
+        height, width: test input size in pixels (the graph's size when it is fixed).
+        seed: seed of the textured test pair.
+    """
+    import onnxruntime as ort
+
+    left, right = _example_inputs(height, width, seed=seed + 1)
+    param = next(model.parameters(), None)
+    orig_device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model = model.to("cpu").eval()
+    try:
+        with torch.inference_mode():
+            ref = model(left, right).disparity.numpy()
+    finally:
+        model.to(orig_device).train(was_training)
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    got = sess.run(["disparity"], {"left": left.numpy(), "right": right.numpy()})[0]
+    if got.shape != ref.shape:
+        raise ValueError(f"check_onnx_against_torch: {onnx_path} gives disparity of shape "
+                         f"{got.shape}, torch gives {ref.shape}")
+    return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
+
+
+def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
+                input_size: Optional[Tuple[int, int]] = None) -> str:
+    """Export ``checkpoint`` to ONNX once and reuse it (keyed by checkpoint hash and size).
+
+    Args:
+        checkpoint: dtp_stereo checkpoint file.
+        cache_dir: directory for the ONNX file (default: the engine cache directory).
+        input_size: fixed (H, W) pixels; ``None`` exports a dynamic graph.
+
+    Returns:
+        Path of the ONNX file.
+    """
+    from dtp_stereo.backends.tensorrt_backend import default_engine_cache_dir, file_sha256
+    from dtp_stereo.checkpoint import load_model
+
+    root = Path(cache_dir) if cache_dir else default_engine_cache_dir()
+    size_tag = "dyn" if input_size is None else f"{input_size[0]}x{input_size[1]}"
+    out = root / f"{Path(checkpoint).stem}_{file_sha256(checkpoint)[:16]}_{size_tag}.onnx"
+    if out.is_file():
+        return str(out)
+    model, _ = load_model(checkpoint, device="cpu")
+    if input_size is None:
+        d = int(model.size_divisor)
+        h, w = d * max(1, 64 // d), d * max(1, 128 // d)
+    else:
+        h, w = input_size
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".onnx")
+    os.close(fd)
+    try:
+        export_onnx(model, tmp, h, w, dynamic=input_size is None)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return str(out)

@@ -1,0 +1,189 @@
+"""Backends: torch vs onnxruntime parity, input checks, TensorRT cache keys and auto fallback."""
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dtp_stereo.backends import BackendError, InferenceResult, StereoBackend, create_backend
+from dtp_stereo.backends import tensorrt_backend as trt_mod
+from dtp_stereo.backends.base import check_pair
+from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
+from dtp_stereo.backends.torch_backend import TorchBackend
+from dtp_stereo.checkpoint import save_checkpoint
+from dtp_stereo.data.synthetic import SyntheticStereo
+from dtp_stereo.export import export_onnx
+from dtp_stereo.models import build_model
+
+H, W = 64, 128
+TINY = dict(max_disparity=16, stem=(8, 8, 8), layer1_mids=(8,), layer1_out=8, layer2_mids=(8,),
+            layer2_out=8, fuse=(8, 8), c2d=(8, 4), pre=(8,), hourglass=(8, 8, 8, 8),
+            classifier=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("dtpnet", **TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    s = SyntheticStereo(height=H, width=W, max_disparity=16, seed=3).sample(0)
+    return (s["left"].astype(np.float32) / 255.0, s["right"].astype(np.float32) / 255.0)
+
+
+@pytest.fixture(scope="module")
+def onnx_fixed(model, tmp_path_factory):
+    return export_onnx(model, str(tmp_path_factory.mktemp("onnx") / "tiny.onnx"), H, W)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model))
+
+
+def test_torch_and_onnxruntime_agree(model, pair, onnx_fixed):
+    tb = TorchBackend(model, threads=1)
+    ob = OnnxRuntimeBackend(onnx_fixed, threads=1)
+    assert isinstance(tb, StereoBackend) and isinstance(ob, StereoBackend)
+    rt, ro = tb.infer(*pair), ob.infer(*pair)
+    assert isinstance(ro, InferenceResult)
+    assert rt.disparity.shape == ro.disparity.shape == (H, W)
+    assert ro.disparity.dtype == np.float32 and ro.confidence.shape == (H, W)
+    assert float(np.abs(rt.disparity - ro.disparity).max()) < 1e-3
+    # confidence is the mass around the argmax: near-uniform untrained logits make the argmax a
+    # tie-break, so only its range is compared here
+    assert 0.0 <= ro.confidence.min() and ro.confidence.max() <= 1.0 + 1e-6
+    assert 0.0 <= rt.disparity.min() and rt.disparity.max() <= TINY["max_disparity"]
+    # the ONNX metadata carries what the preprocessor needs
+    assert ob.input_size == (H, W)
+    assert (ob.max_disparity, ob.size_divisor) == (tb.max_disparity, tb.size_divisor) == (16, 16)
+    assert tb.input_size is None and ob.device == "cpu" and ob.name == "onnxruntime"
+
+
+def test_fixed_onnx_rejects_other_sizes(onnx_fixed):
+    ob = OnnxRuntimeBackend(onnx_fixed, threads=1)
+    img = np.zeros((H, 2 * W, 3), np.float32)
+    with pytest.raises(BackendError, match="fixed at 64x128"):
+        ob.infer(img, img)
+
+
+def test_check_pair_names_the_problem():
+    ok = np.zeros((32, 48, 3), np.float32)
+    assert check_pair(ok, ok, 16, None, "x") == (32, 48)
+    with pytest.raises(BackendError, match="float32"):
+        check_pair(ok.astype(np.uint8), ok, 16, None, "x")
+    with pytest.raises(BackendError, match="multiple of size_divisor 16"):
+        check_pair(np.zeros((30, 48, 3), np.float32), np.zeros((30, 48, 3), np.float32), 16,
+                   None, "x")
+    with pytest.raises(BackendError, match="differ"):
+        check_pair(ok, np.zeros((32, 64, 3), np.float32), 16, None, "x")
+    with pytest.raises(BackendError, match="H×W×3"):
+        check_pair(ok[..., 0], ok[..., 0], 16, None, "x")
+
+
+def test_onnx_backend_missing_file(tmp_path):
+    with pytest.raises(BackendError, match="does not exist"):
+        OnnxRuntimeBackend(str(tmp_path / "nope.onnx"))
+
+
+def test_create_backend_torch_and_ondemand_onnx(checkpoint, pair, tmp_path):
+    tb = create_backend("torch", checkpoint, threads=1)
+    assert isinstance(tb, TorchBackend)
+    ob = create_backend("onnxruntime", checkpoint, engine_cache_dir=str(tmp_path), threads=1)
+    assert isinstance(ob, OnnxRuntimeBackend) and ob.input_size is None  # dynamic export
+    exported = list(tmp_path.glob("*.onnx"))
+    assert len(exported) == 1
+    mtime = exported[0].stat().st_mtime_ns
+    ob2 = create_backend("onnxruntime", checkpoint, engine_cache_dir=str(tmp_path), threads=1)
+    assert ob2.onnx_path == str(exported[0]) and exported[0].stat().st_mtime_ns == mtime
+    diff = np.abs(tb.infer(*pair).disparity - ob.infer(*pair).disparity).max()
+    assert diff < 1e-3
+
+
+def test_create_backend_rejects_bad_requests(onnx_fixed):
+    with pytest.raises(BackendError, match="unknown backend 'trt'"):
+        create_backend("trt", None, onnx=onnx_fixed)
+    with pytest.raises(BackendError, match="needs a checkpoint or an ONNX file"):
+        create_backend("torch", None)
+    with pytest.raises(BackendError, match="torch backend needs a checkpoint"):
+        create_backend("torch", None, onnx=onnx_fixed)
+
+
+def test_engine_cache_key_deterministic_and_sensitive():
+    base = dict(onnx_sha256="a" * 64, precision="fp16", input_shape=(256, 512),
+                trt_version="10.3.0", gpu_name="Orin")
+    key = trt_mod.engine_cache_key(**base)
+    assert key == trt_mod.engine_cache_key(**base) and len(key) == 64
+    variants = [dict(onnx_sha256="b" * 64), dict(precision="fp32"), dict(input_shape=(256, 640)),
+                dict(input_shape=(320, 512)), dict(trt_version="10.4.0"),
+                dict(gpu_name="NVIDIA H100")]
+    keys = {trt_mod.engine_cache_key(**{**base, **v}) for v in variants}
+    assert len(keys) == len(variants) and key not in keys
+    with pytest.raises(BackendError, match="precision"):
+        trt_mod.engine_cache_key(**{**base, "precision": "int8"})
+
+
+def test_engine_cache_path_and_file_hash(tmp_path, monkeypatch, onnx_fixed):
+    key = "0123456789abcdef" + "0" * 48
+    path = trt_mod.engine_cache_path(str(tmp_path), key, "tiny")
+    assert path == tmp_path / "tiny_0123456789abcdef.engine"
+    monkeypatch.setenv("DTP_STEREO_CACHE", str(tmp_path / "cache"))
+    assert trt_mod.engine_cache_path(None, key).parent == tmp_path / "cache"
+    a = trt_mod.file_sha256(onnx_fixed)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"x")
+    assert a == trt_mod.file_sha256(onnx_fixed) and a != trt_mod.file_sha256(str(other))
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise
+
+
+def test_missing_tensorrt_is_a_clear_error(no_tensorrt, onnx_fixed):
+    with pytest.raises(BackendError, match="needs the tensorrt Python package.*onnxruntime/torch"):
+        trt_mod.import_tensorrt()
+    assert trt_mod.tensorrt_available() is False
+    with pytest.raises(BackendError, match="tensorrt Python package"):
+        create_backend("tensorrt", None, onnx=onnx_fixed)
+
+
+def test_auto_falls_back_with_warning(no_tensorrt, onnx_fixed, checkpoint, monkeypatch, caplog):
+    with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends"):
+        b = create_backend("auto", None, onnx=onnx_fixed)
+    assert b.name == "onnxruntime"
+    assert "TensorRT" in caplog.text and "using onnxruntime" in caplog.text
+    import dtp_stereo.backends as backends
+
+    real = backends._has_module
+    monkeypatch.setattr(backends, "_has_module", lambda n: n != "onnxruntime" and real(n))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends"):
+        b = create_backend("auto", checkpoint)
+    assert b.name == "torch" and "using torch" in caplog.text
+    with pytest.raises(BackendError, match="onnxruntime is not installed"):
+        create_backend("auto", None, onnx=onnx_fixed)
+
+
+def test_torch_options_channels_last_and_cpu_fp16(model, pair, caplog):
+    ref = TorchBackend(model).infer(*pair).disparity
+    cl = TorchBackend(build_model("dtpnet", **TINY), channels_last=True)
+    cl.model.load_state_dict(model.state_dict())
+    assert float(np.abs(cl.infer(*pair).disparity - ref).max()) < 1e-3
+    with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends.torch_backend"):
+        half = TorchBackend(model, fp16=True)
+    assert half.fp16 is False and "fp16 needs CUDA" in caplog.text
+    with pytest.raises(BackendError, match="unknown device 'tpu'"):
+        TorchBackend(model, device="tpu")

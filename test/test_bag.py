@@ -1,0 +1,208 @@
+"""rosbag2 tools: sample bag round trip (sqlite3, mcap), decoding, bag_eval, play through rclpy."""
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dtp_stereo.backends.torch_backend import TorchBackend
+from dtp_stereo.bag import (BASELINE_M, DEFAULT_TOPICS, bag_eval, bag_topics, image_to_numpy,
+                            play_bag, read_stereo_pairs, write_sample_bag)
+from dtp_stereo.cli.main import main
+from dtp_stereo.data.synthetic import SyntheticStereo
+from dtp_stereo.models import build_model
+
+H, W, N = 32, 64, 3
+TINY = dict(max_disparity=16, stem=(8, 8, 8), layer1_mids=(8,), layer1_out=8, layer2_mids=(8,),
+            layer2_out=8, fuse=(8, 8), c2d=(8, 4), pre=(8,), hourglass=(8, 8, 8, 8),
+            classifier=8)
+T = DEFAULT_TOPICS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module", params=["sqlite3", "mcap"])
+def sample_bag(request, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp(request.param) / "bag")
+    write_sample_bag(path, n_frames=N, height=H, width=W, storage=request.param, seed=5,
+                     max_disparity=16)
+    return path
+
+
+def _read_all(path):
+    return list(read_stereo_pairs(path, T["left"], T["right"], T["gt"], T["left_info"],
+                                  T["right_info"]))
+
+
+def test_sample_bag_round_trip(sample_bag):
+    assert bag_topics(sample_bag) == {
+        T["left"]: "sensor_msgs/msg/Image", T["right"]: "sensor_msgs/msg/Image",
+        T["left_info"]: "sensor_msgs/msg/CameraInfo",
+        T["right_info"]: "sensor_msgs/msg/CameraInfo", T["gt"]: "sensor_msgs/msg/Image"}
+    frames = _read_all(sample_bag)
+    assert len(frames) == N
+    stamps = [f.stamp_ns for f in frames]
+    assert np.allclose(np.diff(stamps), 1e8)  # 10 Hz
+    gen = SyntheticStereo(height=H, width=W, max_disparity=16, seed=5)
+    for i, fr in enumerate(frames):
+        ref = gen.sample(i)
+        assert fr.left.shape == (H, W, 3) and fr.left.dtype == np.uint8
+        np.testing.assert_array_equal(fr.left, ref["left"])
+        np.testing.assert_array_equal(fr.right, ref["right"])
+        assert fr.gt.shape == (H, W) and fr.gt.dtype == np.float32
+        np.testing.assert_array_equal(fr.gt[ref["valid"]], ref["disparity"][ref["valid"]])
+        for info in (fr.left_info, fr.right_info):
+            assert _stamp(info) == fr.stamp_ns and info.distortion_model == "plumb_bob"
+        fx = fr.right_info.p[0]
+        assert fx == pytest.approx(0.8 * W) and fr.left_info.k[0] == fx
+        assert fr.right_info.p[3] == pytest.approx(-fx * BASELINE_M) and fr.left_info.p[3] == 0
+
+
+def _stamp(msg):
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def test_missing_topic_names_it(sample_bag):
+    with pytest.raises(ValueError, match=r"\['/nope'\] not found.*/left/image_rect"):
+        next(read_stereo_pairs(sample_bag, "/nope", T["right"]))
+
+
+class _Img:
+    def __init__(self, arr, encoding, step, bigendian=False):
+        self.height, self.width = arr.shape[:2]
+        self.encoding, self.step, self.is_bigendian = encoding, step, int(bigendian)
+        rows = arr.reshape(arr.shape[0], -1).view(np.uint8)
+        pad = np.zeros((arr.shape[0], step - rows.shape[1]), np.uint8)
+        self.data = np.concatenate([rows, pad], axis=1).reshape(-1)
+
+
+def test_image_to_numpy_encodings():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    np.testing.assert_array_equal(image_to_numpy(_Img(rgb[..., ::-1].copy(), "bgr8", 12)), rgb)
+    rgba = np.concatenate([rgb, np.full((2, 3, 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(image_to_numpy(_Img(rgba, "rgba8", 16)), rgb)
+    bgra = np.concatenate([rgb[..., ::-1], np.zeros((2, 3, 1), np.uint8)], axis=2)
+    np.testing.assert_array_equal(image_to_numpy(_Img(bgra, "bgra8", 12)), rgb)
+    m16 = np.array([[1, 258, 65535]], dtype=">u2")
+    out = image_to_numpy(_Img(m16, "mono16", 8, bigendian=True))
+    assert out.dtype == np.uint16 and out.tolist() == [[1, 258, 65535]]
+    f32 = np.array([[0.5, np.nan], [2.0, 3.5]], dtype=np.float32)
+    np.testing.assert_array_equal(image_to_numpy(_Img(f32, "32FC1", 8)), f32)
+    mono = np.array([[7, 8, 9]], np.uint8)
+    np.testing.assert_array_equal(image_to_numpy(_Img(mono, "mono8", 4)), mono)
+    with pytest.raises(ValueError, match="cam: unsupported image encoding 'yuv422'"):
+        image_to_numpy(_Img(mono, "yuv422", 4), "cam")
+    short = _Img(mono, "mono8", 4)
+    short.step = 2
+    with pytest.raises(ValueError, match="needs step >= 3"):
+        image_to_numpy(short)
+
+
+def test_bag_eval_metrics_latency_and_output_bag(sample_bag, tmp_path):
+    from rosbags.highlevel import AnyReader
+
+    torch.manual_seed(0)
+    backend = TorchBackend(build_model("dtpnet", **TINY))
+    out = str(tmp_path / "out")
+    report = bag_eval(sample_bag, backend, gt_topic=T["gt"], left_info_topic=T["left_info"],
+                      right_info_topic=T["right_info"], output_bag=out, warmup=1)
+    assert report["frames"] == N and report["backend"] == "torch"
+    m = report["metrics"]
+    assert m["n_images"] == N and all(np.isfinite(m[k]) for k in ("epe", "d1", "bad_1", "bad_3"))
+    lat = report["latency_ms"]
+    assert lat["count"] == N - 1
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert report["infer_ms"]["p50"] <= lat["p50"]
+    assert bag_topics(out) == {"/disparity": "stereo_msgs/msg/DisparityImage",
+                               "/points2": "sensor_msgs/msg/PointCloud2"}
+    in_stamps = [f.stamp_ns for f in _read_all(sample_bag)]
+    with AnyReader([Path(out)]) as reader:
+        msgs = [(c.topic, reader.deserialize(raw, c.msgtype)) for c, _, raw in reader.messages()]
+    disp = [m for t, m in msgs if t == "/disparity"]
+    clouds = [m for t, m in msgs if t == "/points2"]
+    assert len(disp) == len(clouds) == N
+    assert [_stamp(d) for d in disp] == in_stamps
+    d0 = image_to_numpy(disp[0].image)
+    assert d0.shape == (H, W) and np.isfinite(d0).all()
+    assert disp[0].f == pytest.approx(0.8 * W) and disp[0].t == pytest.approx(BASELINE_M)
+    c0 = clouds[0]
+    assert (c0.height, c0.width, c0.point_step) == (H, W, 12)
+    pts = np.frombuffer(bytes(c0.data), np.float32).reshape(H, W, 3)
+    good = d0 > 0
+    # z = f * B / d for every pixel with a positive disparity
+    np.testing.assert_allclose(pts[..., 2][good], 0.8 * W * BASELINE_M / d0[good], rtol=1e-4)
+    assert np.isnan(pts[~good]).all()
+
+
+def test_bag_cli(tmp_path, capsys):
+    bag = tmp_path / "cli_bag"
+    assert main(["make-sample-bag", str(bag), "--frames", "2", "--size", "32x64",
+                 "--storage", "mcap", "--max-disparity", "16"]) == 0
+    torch.manual_seed(0)
+    from dtp_stereo.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("dtpnet", **TINY))
+    report = tmp_path / "r.json"
+    out = tmp_path / "out_bag"
+    assert main(["bag-eval", str(bag), "--gt", T["gt"], "--checkpoint", str(ckpt),
+                 "--threads", "1", "--output-bag", str(out), "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["frames"] == 2 and data["metrics"]["n_images"] == 2
+    assert set(bag_topics(str(out))) == {"/disparity", "/points2"}  # infos found as siblings
+    assert "EPE" in capsys.readouterr().out
+    assert main(["bag-eval", str(bag), "--left", "/missing", "--checkpoint", str(ckpt)]) == 2
+    assert "/missing" in capsys.readouterr().err
+
+
+@pytest.mark.ros
+def test_play_bag_publishes_through_rclpy(sample_bag, monkeypatch):
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    expected = _read_all(sample_bag)
+    rclpy.init()
+    got = {"img": [], "info": []}
+    node = rclpy.create_node("test_bag_play_sub")
+    executor = SingleThreadedExecutor()
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    try:
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(Image, T["left"], got["img"].append, qos)
+        node.create_subscription(CameraInfo, T["right_info"], got["info"].append, qos)
+        executor.add_node(node)
+        thread.start()
+        t0 = time.monotonic()
+        count = play_bag(sample_bag, rate=1.0, topics=[T["left"], T["right_info"]],
+                         wait_for_subscribers=10.0)
+        assert count == 2 * N
+        assert time.monotonic() - t0 >= (N - 1) * 0.1 * 0.9  # recorded 10 Hz pacing
+        deadline = time.monotonic() + 5.0
+        while (len(got["img"]) < N or len(got["info"]) < N) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5.0)
+        node.destroy_node()
+        rclpy.shutdown()
+    assert len(got["img"]) == N and len(got["info"]) == N
+    for msg, fr in zip(got["img"], expected):
+        assert _stamp(msg) == fr.stamp_ns and msg.encoding == "rgb8"
+        arr = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :3 * W]
+        np.testing.assert_array_equal(arr.reshape(H, W, 3), fr.left)
+    info = got["info"][0]
+    assert info.p[3] == pytest.approx(-0.8 * W * BASELINE_M) and list(info.d) == [0.0] * 5
