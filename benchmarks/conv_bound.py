@@ -1,0 +1,165 @@
+"""Is the student convolution-bound? Its convolutions timed alone vs the whole model.
+
+Forward pre-hooks record the input of every convolution during one forward pass; each
+convolution is then timed in isolation on its recorded input (median of ``repeats`` runs after
+warm-up), and the sum is compared with the median latency of the whole model on the same input.
+A ratio ``model_ms / conv_ms`` near 1 means the convolutions are the cost and MAC reductions
+(pruning) turn into speed; the target is <= 1.5. Everything else (cost volume construction,
+interpolation, softmax, regression, memory copies, Python overhead) is in the gap.
+
+Usage (from the repository root, torch CPU)::
+
+    .venv/bin/python benchmarks/conv_bound.py --sizes 256x512 --heads full,fast --threads 2 \\
+        --repeats 10 --output docs/results/conv-bound-cpu.json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["record_conv_inputs", "median_ms", "measure_conv_bound", "main"]
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
+               nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def record_conv_inputs(model: nn.Module, left: Tensor,
+                       right: Tensor) -> List[Tuple[str, nn.Module, Tensor]]:
+    """Run ``model(left, right)`` once; return (name, conv module, input copy) per conv call.
+
+    A module called several times (e.g. the shared feature extractor on both images) gives
+    one entry per call.
+    """
+    calls: List[Tuple[str, nn.Module, Tensor]] = []
+    handles = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: Tuple[Tensor, ...]) -> None:
+            calls.append((name, module, args[0].detach().clone()))
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, _CONV_TYPES):
+            handles.append(module.register_forward_pre_hook(make_hook(name)))
+    try:
+        with torch.inference_mode():
+            model(left, right)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls, ms."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+def measure_conv_bound(model: nn.Module, height: int, width: int, *, repeats: int = 10,
+                       warmup: int = 2, top: int = 5, seed: int = 0) -> Dict[str, Any]:
+    """Time the model and its convolutions alone on a 1×3×height×width pair (CPU, float32).
+
+    Args:
+        model: a dtp_stereo model in eval mode (``forward(left, right)``).
+        height, width: input size, pixels (multiples of ``model.size_divisor``).
+        repeats, warmup: timed and untimed runs for the model and for each convolution.
+        top: how many of the slowest convolutions to list.
+        seed: seed of the random input pair.
+
+    Returns:
+        ``{"size", "model_ms", "conv_ms", "ratio" (model_ms / conv_ms), "conv_share"
+        (conv_ms / model_ms), "n_conv_calls", "top_convs": [{name, ms, shape}]}``.
+    """
+    model = model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    left = torch.rand(1, 3, height, width, generator=gen)
+    right = torch.roll(left, shifts=-8, dims=3)
+    calls = record_conv_inputs(model, left, right)
+    if not calls:
+        raise ValueError(f"{type(model).__name__} has no convolution modules")
+    with torch.inference_mode():
+        model_ms = median_ms(lambda: model(left, right), repeats, warmup)
+        per_conv = [(name, median_ms(lambda m=mod, x=x: m(x), repeats, warmup), tuple(x.shape))
+                    for name, mod, x in calls]
+    conv_ms = sum(ms for _, ms, _ in per_conv)
+    slowest = sorted(per_conv, key=lambda item: item[1], reverse=True)[:top]
+    return {"size": f"{height}x{width}", "model_ms": model_ms, "conv_ms": conv_ms,
+            "ratio": model_ms / conv_ms, "conv_share": conv_ms / model_ms,
+            "n_conv_calls": len(calls),
+            "top_convs": [{"name": n, "ms": ms, "input_shape": list(s)} for n, ms, s in slowest]}
+
+
+def _build(head: str, checkpoint: Optional[str]) -> nn.Module:
+    if checkpoint:
+        from dtp_stereo.checkpoint import load_model
+
+        return load_model(checkpoint, device="cpu")[0]
+    import dtp_stereo.models  # noqa: F401  (registers the architectures)
+    from dtp_stereo.models._registry import build_model
+
+    return build_model("dtpnet", head=head).eval()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Measure both DTPnet heads (or a checkpoint) and print a markdown table."""
+    from dtp_stereo.bench import host_info, parse_size
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="256x512", help="comma-separated HxW, pixels")
+    parser.add_argument("--heads", default="full,fast", help="DTPnet heads to build")
+    parser.add_argument("--checkpoint", action="append", default=None,
+                        help="LABEL=PATH of a checkpoint to measure too (repeatable)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    parser.add_argument("--output", default=None, help="write JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models: List[Tuple[str, str, Optional[str]]] = [
+        (f"dtpnet_{h}", h, None) for h in filter(None, args.heads.split(","))]
+    for item in args.checkpoint or []:
+        label, _, path = item.partition("=")
+        if not path or not os.path.isfile(path):
+            parser.error(f"--checkpoint {item!r} must be LABEL=PATH to an existing file")
+        models.append((label, "", path))
+    rows = []
+    for label, head, path in models:
+        model = _build(head, path)
+        for size in args.sizes.split(","):
+            h, w = parse_size(size)
+            res = measure_conv_bound(model, h, w, repeats=args.repeats, warmup=args.warmup)
+            rows.append({"model": label, **res})
+            print(f"{label} {size}: model {res['model_ms']:.1f} ms, convs {res['conv_ms']:.1f} "
+                  f"ms, ratio {res['ratio']:.2f}", flush=True)
+    print("\n| model | size | model ms | convs ms | ratio (target <= 1.5) | conv calls |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['size']} | {r['model_ms']:.1f} | {r['conv_ms']:.1f} "
+              f"| {r['ratio']:.2f} | {r['n_conv_calls']} |")
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as fh:
+            json.dump({"host": host_info(args.threads), "repeats": args.repeats,
+                       "results": rows}, fh, indent=2)
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Tests of the side-by-side benchmark (dtp_stereo.bench, dtp-stereo bench), conv-bound check."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import dtp_stereo.models  # noqa: F401  (registers the architectures)
+from dtp_stereo.bench import (BenchJob, ModelSpec, measure, parse_model_spec, parse_size,
+                              run_benchmark, run_job)
+from dtp_stereo.checkpoint import save_checkpoint
+from dtp_stereo.cli.bench import format_markdown
+from dtp_stereo.cli.main import main as cli_main
+from dtp_stereo.complexity import count_parameters
+from dtp_stereo.models._registry import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(max_disparity=32, stem=(8, 8, 8), layer1_mids=(8,), layer1_out=8, layer2_mids=(8,),
+            layer2_out=8, fuse=(8, 8), c2d=(8, 8), pre=(8,), hourglass=(8, 8, 8, 8),
+            classifier=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_benchmark_results_and_ratios():
+    specs = [ModelSpec("ref", "dtpnet", dict(TINY)),
+             ModelSpec("fast", "dtpnet", dict(TINY, head="fast"))]
+    report = run_benchmark(specs, [(64, 128)], ["torch", "onnxruntime"], threads=1, repeats=2,
+                           warmup=1, reference="ref", isolate=False)
+    assert report["schema"] == "dtp_stereo.bench/1"
+    assert report["host"]["threads"] == 1 and report["host"]["torch_version"]
+    assert "conv-only" in report["macs_counter"]
+    results = {(r["model"], r["backend"]): r for r in report["results"]}
+    assert set(results) == {(m, b) for m in ("ref", "fast") for b in ("torch", "onnxruntime")}
+    n_params = count_parameters(build_model("dtpnet", **TINY))
+    for (model, backend), r in results.items():
+        assert r["status"] == "ok", r
+        assert r["size"] == "64x128" and r["repeats_done"] == 2 and r["finite_output"]
+        lat = r["latency_ms"]
+        assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["max"]
+        assert r["params"] == n_params and r["macs"] > 0
+        ref = results[("ref", backend)]
+        vs = r["vs_reference"]
+        assert vs["speedup_x"] == pytest.approx(ref["latency_ms"]["median"] / lat["median"])
+        assert vs["params_x"] == pytest.approx(1.0)  # the heads share every conv
+    assert results[("ref", "torch")]["vs_reference"]["speedup_x"] == pytest.approx(1.0)
+    table = format_markdown(report)
+    assert table.count("\n| ref |") == 2 and table.count("\n| fast |") == 2
+
+
+def test_isolated_job_reports_its_own_peak_memory():
+    job = BenchJob(model=ModelSpec("tiny", "dtpnet", dict(TINY, head="fast")), height=64,
+                   width=128, threads=1, repeats=2, warmup=1)
+    r = run_job(job, isolate=True)
+    assert r["status"] == "ok", r
+    assert r["isolated"] is True and r["repeats_done"] == 2
+    assert r["peak_rss_mb"] > r["peak_above_baseline_mb"] > 0
+
+
+def test_time_cap_skips_with_reason_and_unavailable_cuda_is_recorded():
+    spec = ModelSpec("tiny", "dtpnet", dict(TINY))
+    skipped = measure(BenchJob(model=spec, height=64, width=128, time_cap_s=1e-6))
+    assert skipped["status"] == "skipped" and "time cap" in skipped["reason"]
+    assert "latency_ms" not in skipped
+    if not torch.cuda.is_available():
+        cuda = measure(BenchJob(model=spec, height=64, width=128, backend="torch-cuda"))
+        assert cuda["status"] == "unavailable" and "CUDA" in cuda["reason"]
+
+
+def test_parse_specs_and_sizes(tmp_path):
+    assert parse_size("256x512") == (256, 512)
+    with pytest.raises(ValueError, match="HxW"):
+        parse_size("256")
+    fast = parse_model_spec("dtpnet_fast")
+    assert (fast.label, fast.name, fast.config) == ("dtpnet_fast", "dtpnet", {"head": "fast"})
+    assert parse_model_spec("psmnet").name == "psmnet"
+    with pytest.raises(ValueError, match="does not exist"):
+        parse_model_spec(f"pruned={tmp_path / 'missing.pt'}")
+
+
+def test_cli_bench_writes_json_for_a_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_model("dtpnet", **TINY), model_name="dtpnet")
+    out = tmp_path / "bench.json"
+    rc = cli_main(["bench", "--models", f"pruned={ckpt}", "--sizes", "64x128", "--backends",
+                   "torch", "--threads", "1", "--repeats", "2", "--warmup", "1",
+                   "--reference", "pruned", "--in-process", "--output", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    (r,) = report["results"]
+    assert r["model"] == "pruned" and r["status"] == "ok"
+    assert r["vs_reference"]["speedup_x"] == pytest.approx(1.0)
+    assert "| pruned | 64x128 | torch |" in capsys.readouterr().out
+    assert cli_main(["bench", "--sizes", "64", "--in-process"]) == 2
+
+
+def test_conv_bound_measures_positive_times():
+    conv_bound = _load_script("conv_bound")
+    model = build_model("dtpnet", **dict(TINY, head="fast")).eval()
+    res = conv_bound.measure_conv_bound(model, 64, 128, repeats=2, warmup=1)
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert res["n_conv_calls"] >= n_convs  # the feature extractor runs on both images
+    assert res["model_ms"] > 0 and res["conv_ms"] > 0
+    assert res["ratio"] == pytest.approx(res["model_ms"] / res["conv_ms"])
+    assert len(res["top_convs"]) == 5 and res["top_convs"][0]["ms"] >= res["top_convs"][-1]["ms"]

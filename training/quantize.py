@@ -1,0 +1,336 @@
+"""Post-training quantization of an exported student ONNX: static INT8 (QDQ) and FP16.
+
+INT8: ``quant_pre_process`` (symbolic shape inference + ORT graph optimisation), then
+``quantize_static`` in QDQ format with per-channel int8 weights and int8 activations calibrated
+(MinMax by default) on synthetic stereo pairs. By default only convolution-like operators
+(Conv, ConvTranspose, MatMul, Gemm) are quantized: the softmax over disparities and the soft
+argmin regression stay float32, where int8 would round the sub-pixel disparity.
+
+FP16: ``onnxconverter-common`` is not installed; ONNX Runtime ships the same converter as
+``onnxruntime.transformers.float16``, used here with float32 inputs/outputs kept. FP16 ONNX is
+for GPU execution providers (ONNX Runtime CPU runs most fp16 operators by casting back).
+
+Both files keep the source's ``dtp_stereo.*`` metadata (plus ``dtp_stereo.precision``), so
+:class:`dtp_stereo.backends.onnx_backend.OnnxRuntimeBackend` loads them like any export.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["SyntheticCalibrationReader", "onnx_input_size", "quantize_int8", "convert_fp16",
+           "compare_onnx_models", "main"]
+
+DEFAULT_OP_TYPES: Tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def onnx_input_size(onnx_path: str) -> Optional[Tuple[int, int]]:
+    """Fixed (H, W) pixels of the graph's ``left`` input, else the ``input_size`` metadata."""
+    import onnx
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    for inp in model.graph.input:
+        if inp.name == "left":
+            dims = inp.type.tensor_type.shape.dim
+            if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
+                return int(dims[2].dim_value), int(dims[3].dim_value)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "dtp_stereo.input_size" in meta:
+        h, w = meta["dtp_stereo.input_size"].lower().split("x")
+        return int(h), int(w)
+    return None
+
+
+def _metadata(onnx_path: str) -> Dict[str, str]:
+    import onnx
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _write_metadata(onnx_path: str, meta: Dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(onnx_path)
+    existing = {p.key for p in model.metadata_props}
+    for key, value in meta.items():
+        if key not in existing:
+            prop = model.metadata_props.add()
+            prop.key, prop.value = key, value
+    onnx.save(model, onnx_path)
+
+
+def _synthetic_pairs(height: int, width: int, max_disparity: int, seed: int, split: str,
+                     count: int) -> Iterator[Dict[str, Any]]:
+    """Synthetic samples with ``left``/``right`` as 1×3×H×W float32 in [0, 1] added."""
+    from dtp_stereo.data.synthetic import SyntheticStereo, split_seed
+
+    data = SyntheticStereo(height, width, max_disparity, seed=split_seed(seed, split),
+                           length=max(count, 1))
+    for i in range(count):
+        sample = data.sample(i)
+        for key in ("left", "right"):
+            img = sample[key].astype(np.float32) / np.float32(255.0)
+            sample[key + "_hwc"] = img
+            sample[key + "_nchw"] = np.ascontiguousarray(img.transpose(2, 0, 1)[None])
+        yield sample
+
+
+def _calibration_reader_base() -> type:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return CalibrationDataReader
+
+
+class SyntheticCalibrationReader:
+    """ONNX Runtime calibration reader over synthetic stereo pairs (``train`` split).
+
+    Args:
+        height, width: network input size, pixels.
+        num_samples: calibration pairs.
+        max_disparity: the model's disparity range, pixels (bounds the synthetic disparities).
+        seed: base seed.
+    """
+
+    def __init__(self, height: int, width: int, num_samples: int, max_disparity: int = 192,
+                 seed: int = 0) -> None:
+        if num_samples < 1:
+            raise ValueError(f"calibration needs at least one sample, got {num_samples}")
+        self._feeds = [{"left": s["left_nchw"], "right": s["right_nchw"]}
+                       for s in _synthetic_pairs(height, width, max_disparity, seed, "train",
+                                                 num_samples)]
+        self._index = 0
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        """The next ``{"left", "right"}`` feed, or None when exhausted."""
+        if self._index >= len(self._feeds):
+            return None
+        self._index += 1
+        return self._feeds[self._index - 1]
+
+    def rewind(self) -> None:
+        """Start again from the first sample."""
+        self._index = 0
+
+
+def _as_ort_reader(reader: SyntheticCalibrationReader) -> Any:
+    """Wrap ``reader`` in a subclass of ORT's CalibrationDataReader (imported lazily)."""
+    base = _calibration_reader_base()
+
+    class _Reader(base):  # type: ignore[misc, valid-type]
+        def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+            return reader.get_next()
+
+        def rewind(self) -> None:
+            reader.rewind()
+
+    return _Reader()
+
+
+def quantize_int8(onnx_in: str, onnx_out: str, calib_samples: int = 16, *,
+                  input_size: Optional[Tuple[int, int]] = None, seed: int = 0,
+                  per_channel: bool = True,
+                  op_types: Optional[Sequence[str]] = DEFAULT_OP_TYPES,
+                  calibrate_method: str = "minmax", preprocess: bool = True) -> str:
+    """Static INT8 quantization (QDQ, per-channel weights) of an exported stereo ONNX.
+
+    Args:
+        onnx_in: float32 ONNX from ``dtp_stereo.export.export_onnx`` (inputs ``left``/``right``).
+        onnx_out: where the int8 QDQ model is written.
+        calib_samples: synthetic calibration pairs.
+        input_size: (H, W) pixels of the calibration pairs; read from the graph/metadata when
+            ``None`` (required for dynamic graphs without ``input_size`` metadata).
+        seed: synthetic data seed (calibration uses the ``train`` split).
+        per_channel: per-output-channel weight scales.
+        op_types: operator types to quantize; ``None`` = every type ONNX Runtime supports.
+        calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
+        preprocess: run ``quant_pre_process`` first (recommended).
+
+    Returns:
+        ``onnx_out``.
+
+    Raises:
+        FileNotFoundError: ``onnx_in`` does not exist.
+        ValueError: no input size can be determined, or an unknown calibration method.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not os.path.isfile(onnx_in):
+        raise FileNotFoundError(f"quantize_int8: ONNX file {onnx_in!r} does not exist")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise ValueError(f"quantize_int8: calibrate_method must be one of {sorted(methods)}, "
+                         f"got {calibrate_method!r}")
+    size = input_size or onnx_input_size(onnx_in)
+    if size is None:
+        raise ValueError(f"quantize_int8: {onnx_in} has a dynamic input size; pass input_size")
+    meta = _metadata(onnx_in)
+    max_disp = int(meta.get("dtp_stereo.max_disparity", 192))
+    reader = SyntheticCalibrationReader(size[0], size[1], calib_samples, max_disp, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(onnx_out)), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dtp_quant_") as tmp:
+        source = onnx_in
+        if preprocess:
+            source = os.path.join(tmp, "preprocessed.onnx")
+            quant_pre_process(onnx_in, source, skip_symbolic_shape=False)
+        quantize_static(source, onnx_out, _as_ort_reader(reader), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(op_types) if op_types else None,
+                        per_channel=per_channel, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=methods[calibrate_method],
+                        extra_options={"ActivationSymmetric": False,
+                                       "WeightSymmetric": True})
+    _write_metadata(onnx_out, {**meta, "dtp_stereo.precision": "int8"})
+    return onnx_out
+
+
+def convert_fp16(onnx_in: str, onnx_out: str, keep_io_types: bool = True) -> str:
+    """Cast an ONNX model's float32 weights and compute to float16 (float32 I/O kept).
+
+    Uses ``onnxruntime.transformers.float16.convert_float_to_float16`` (the converter of
+    onnxconverter-common, shipped with ONNX Runtime). Returns ``onnx_out``.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    if not os.path.isfile(onnx_in):
+        raise FileNotFoundError(f"convert_fp16: ONNX file {onnx_in!r} does not exist")
+    model = convert_float_to_float16(onnx.load(onnx_in), keep_io_types=keep_io_types)
+    os.makedirs(os.path.dirname(os.path.abspath(onnx_out)), exist_ok=True)
+    onnx.save(model, onnx_out)
+    _write_metadata(onnx_out, {**_metadata(onnx_in), "dtp_stereo.precision": "fp16"})
+    return onnx_out
+
+
+def _latency_ms(backend: Any, left: np.ndarray, right: np.ndarray, repeats: int,
+                warmup: int) -> List[float]:
+    for _ in range(warmup):
+        backend.infer(left, right)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backend.infer(left, right)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def compare_onnx_models(models: Dict[str, str], *, num_samples: int = 4, seed: int = 0,
+                        threads: int = 2, repeats: int = 5, warmup: int = 1,
+                        input_size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """EPE/D1 on synthetic ``test`` pairs and ONNX Runtime CPU latency of each model.
+
+    Args:
+        models: label -> ONNX path (e.g. ``{"fp32": ..., "int8": ...}``); the first is the
+            reference for ``max_abs_diff_px``.
+        num_samples: synthetic test pairs (split ``test``, disjoint from calibration).
+        seed: synthetic data seed.
+        threads: ONNX Runtime intra-op threads.
+        repeats, warmup: latency runs on the first test pair.
+        input_size: (H, W) pixels; read from the first model when ``None``.
+
+    Returns:
+        ``{"input_size", "samples", "models": {label: {"epe", "d1", "latency_ms": {median,
+        p90}, "size_mb", "max_abs_diff_px", "mean_abs_diff_px"}}}``.
+    """
+    from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
+    from dtp_stereo.metrics import MetricAccumulator, valid_mask
+
+    labels = list(models)
+    if not labels:
+        raise ValueError("compare_onnx_models: no models given")
+    size = input_size or onnx_input_size(models[labels[0]])
+    if size is None:
+        raise ValueError("compare_onnx_models: dynamic graph; pass input_size")
+    backends = {k: OnnxRuntimeBackend(p, threads=threads) for k, p in models.items()}
+    max_disp = backends[labels[0]].max_disparity
+    samples = list(_synthetic_pairs(size[0], size[1], max_disp, seed, "test", num_samples))
+    report: Dict[str, Any] = {"input_size": f"{size[0]}x{size[1]}", "samples": num_samples,
+                              "threads": threads, "models": {}}
+    preds: Dict[str, List[np.ndarray]] = {}
+    for label, backend in backends.items():
+        acc = MetricAccumulator()
+        preds[label] = []
+        for s in samples:
+            disp = backend.infer(s["left_hwc"], s["right_hwc"]).disparity
+            preds[label].append(disp)
+            acc.update(disp, s["disparity"],
+                       valid_mask(s["disparity"], max_disp, s.get("valid_noc")))
+        metrics = acc.compute()
+        first = samples[0]
+        times = _latency_ms(backend, first["left_hwc"], first["right_hwc"], repeats, warmup)
+        diffs = [np.abs(p.astype(np.float64) - r)
+                 for p, r in zip(preds[label], preds[labels[0]])]
+        report["models"][label] = {
+            "onnx": models[label], "size_mb": os.path.getsize(models[label]) / 2**20,
+            "epe": metrics.get("epe"), "d1": metrics.get("d1"),
+            "latency_ms": {"median": statistics.median(times),
+                           "p90": float(np.percentile(times, 90))},
+            "finite": bool(all(np.isfinite(p).all() for p in preds[label])),
+            "max_abs_diff_px": float(max(d.max() for d in diffs)),
+            "mean_abs_diff_px": float(np.mean([d.mean() for d in diffs]))}
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``quantize``: INT8 (and optionally FP16) from an ONNX file or a checkpoint; compare."""
+    parser = argparse.ArgumentParser(prog="dtp-train quantize",
+                                     description=__doc__.splitlines()[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--onnx", help="float32 ONNX exported by dtp-stereo export")
+    src.add_argument("--checkpoint", help="dtp_stereo checkpoint; exported first (fixed size)")
+    parser.add_argument("--size", default="256x512", help="HxW pixels for export/calibration")
+    parser.add_argument("--output", required=True, help="int8 ONNX file to write")
+    parser.add_argument("--fp16-output", default=None, help="also write an fp16 ONNX here")
+    parser.add_argument("--calib-samples", type=int, default=32,
+                        help="synthetic calibration pairs")
+    parser.add_argument("--calibrate-method", default="minmax",
+                        choices=("minmax", "entropy", "percentile"))
+    parser.add_argument("--no-per-channel", action="store_true", help="per-tensor weight scales")
+    parser.add_argument("--all-ops", action="store_true",
+                        help="quantize every supported op "
+                             "(default: Conv/ConvTranspose/MatMul/Gemm)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    parser.add_argument("--compare", type=int, default=8,
+                        help="synthetic test pairs for the fp32/int8 comparison (0 = skip)")
+    parser.add_argument("--threads", type=int, default=2, help="ORT threads for the comparison")
+    parser.add_argument("--report", default=None, help="write the comparison JSON here")
+    args = parser.parse_args(argv)
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory(prefix="dtp_quant_export_") as tmp:
+        fp32 = args.onnx
+        if args.checkpoint:
+            from dtp_stereo.checkpoint import load_model
+            from dtp_stereo.export import export_onnx
+
+            model, _ = load_model(args.checkpoint)
+            fp32 = export_onnx(model, os.path.join(tmp, "fp32.onnx"), h, w)
+        quantize_int8(fp32, args.output, args.calib_samples, input_size=onnx_input_size(fp32)
+                      or (h, w), seed=args.seed, per_channel=not args.no_per_channel,
+                      op_types=None if args.all_ops else DEFAULT_OP_TYPES,
+                      calibrate_method=args.calibrate_method)
+        print(f"wrote {args.output}")
+        models = {"fp32": fp32, "int8": args.output}
+        if args.fp16_output:
+            convert_fp16(fp32, args.fp16_output)
+            print(f"wrote {args.fp16_output}")
+        if args.compare > 0:
+            report = compare_onnx_models(models, num_samples=args.compare, seed=args.seed,
+                                         threads=args.threads,
+                                         input_size=onnx_input_size(fp32) or (h, w))
+            for label, r in report["models"].items():
+                print(f"{label}: EPE {r['epe']:.3f} px, D1 {r['d1']:.2f} %, ORT CPU median "
+                      f"{r['latency_ms']['median']:.1f} ms, {r['size_mb']:.2f} MB, max |diff| "
+                      f"vs fp32 {r['max_abs_diff_px']:.2f} px")
+            if args.report:
+                os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
+                with open(args.report, "w", encoding="utf-8") as fh:
+                    json.dump(report, fh, indent=2)
+                print(f"wrote {args.report}")
+    return 0
