@@ -1,0 +1,179 @@
+"""Torch datasets over the runtime readers (``dtp_stereo.data``), with splits and augmentation.
+
+``StereoDataset[i]`` returns tensors:
+    ``left``, ``right``: 3×H×W float32 RGB in [0, 1];
+    ``disparity``: H×W float32 (pixels, 0 where unknown);
+    ``valid``: H×W bool; ``valid_noc``: H×W bool (``valid`` where the dataset has no
+    occlusion mask); ``index``: int; ``name``: str.
+
+``build_dataset(spec)`` builds one from a config dict, e.g.
+``{"name": "synthetic", "split": "val", "size": 64, "height": 64, "width": 128}`` or
+``{"name": "kitti2015", "root": "/data/kitti15", "split": "val", "val_fraction": 0.2,
+"augment": {"crop_size": [256, 512]}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dtp_stereo.data.readers import SampleRef, list_dataset, load_sample
+from dtp_stereo.data.synthetic import SyntheticStereo, split_seed
+from training.data.augment import StereoAugment
+
+__all__ = ["StereoDataset", "build_dataset", "holdout_split", "to_tensors", "SPEC_KEYS"]
+
+SPEC_KEYS = ("name", "root", "split", "size", "height", "width", "max_disparity", "seed",
+             "augment", "augment_seed", "render_pass", "gt_root", "val_fraction", "synthetic")
+_SYNTHETIC_SIZES = {"train": 1000, "val": 64, "test": 64}
+
+
+def to_tensors(sample: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """Convert a numpy sample dict into the tensors described in the module docstring."""
+    def image(arr: np.ndarray) -> torch.Tensor:
+        chw = np.ascontiguousarray(np.asarray(arr).transpose(2, 0, 1))
+        return torch.from_numpy(chw).float().div_(255.0)
+
+    valid = np.ascontiguousarray(sample["valid"], dtype=bool)
+    noc = sample.get("valid_noc")
+    return {
+        "left": image(sample["left"]),
+        "right": image(sample["right"]),
+        "disparity": torch.from_numpy(np.ascontiguousarray(sample["disparity"], np.float32)),
+        "valid": torch.from_numpy(valid),
+        "valid_noc": torch.from_numpy(
+            valid.copy() if noc is None else np.ascontiguousarray(noc, dtype=bool)),
+    }
+
+
+class StereoDataset(Dataset):
+    """A torch Dataset over sample refs or a :class:`SyntheticStereo` generator.
+
+    Args:
+        source: list of :class:`SampleRef` (from ``list_dataset``) or a ``SyntheticStereo``.
+        augment: optional ``(sample, rng) -> sample`` callable on numpy samples (e.g.
+            :class:`StereoAugment`).
+        seed: augmentation seed. ``None``: each item draws its generator seed from torch's
+            global RNG (so the trainer's per-step seeding, or the DataLoader's per-worker seeds,
+            decide); an int: item ``i`` uses ``default_rng([seed, epoch, i])``.
+    """
+
+    def __init__(self, source: Union[Sequence[SampleRef], SyntheticStereo],
+                 augment: Optional[Any] = None, seed: Optional[int] = None) -> None:
+        if isinstance(source, SyntheticStereo):
+            self.synthetic: Optional[SyntheticStereo] = source
+            self.refs: List[SampleRef] = []
+        else:
+            self.synthetic = None
+            self.refs = list(source)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation stream (only matters with an int ``seed``)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.synthetic) if self.synthetic is not None else len(self.refs)
+
+    def raw_sample(self, index: int) -> Dict[str, Any]:
+        """The numpy sample dict for ``index`` before augmentation."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"StereoDataset index {index} out of range 0..{len(self) - 1}")
+        if self.synthetic is not None:
+            return self.synthetic.sample(index)
+        return load_sample(self.refs[index])
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+        return np.random.default_rng([int(self.seed), self.epoch, int(index)])
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        index = int(index)
+        sample = self.raw_sample(index)
+        if self.augment is not None:
+            sample = self.augment(sample, self._rng(index))
+        out: Dict[str, Any] = to_tensors(sample)
+        out["index"] = index
+        out["name"] = str(sample.get("meta", {}).get("name", index))
+        return out
+
+
+def holdout_split(refs: Sequence[SampleRef], split: str, val_fraction: float,
+                  seed: int = 0) -> List[SampleRef]:
+    """Deterministically split refs into ``train`` and ``val`` parts (``val_fraction`` of them).
+
+    The partition depends only on the sorted sample names and ``seed``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    ordered = sorted(refs, key=lambda r: r.name)
+    perm = np.random.default_rng([int(seed), 0xDA7A]).permutation(len(ordered))
+    n_val = max(1, int(round(val_fraction * len(ordered)))) if ordered else 0
+    chosen = set(perm[:n_val].tolist()) if split == "val" else set(perm[n_val:].tolist())
+    return [r for i, r in enumerate(ordered) if i in chosen]
+
+
+def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
+    """Build a :class:`StereoDataset` from a config dict.
+
+    Keys (only ``name`` is required; unknown keys raise ``ValueError``):
+        name: dataset name (``dtp_stereo.data.readers.DATASETS``) or a synthetic spec string.
+        root: dataset folder ("" for synthetic).
+        split: ``train`` (default), ``val`` or ``test``. Synthetic splits use different seeds;
+            a real dataset's ``val`` is a ``val_fraction`` hold-out of its training data.
+        size: synthetic: number of samples (default 1000 train / 64 val, test); real: keep at
+            most the first ``size`` samples.
+        height, width, max_disparity: synthetic image size and disparity range (pixels;
+            defaults 256, 512, 192).
+        seed: synthetic base seed and hold-out seed (default 0).
+        augment: None/False (default), True (defaults) or a dict of ``AugmentConfig`` fields.
+        augment_seed: int for a fixed augmentation stream, None (default) to follow torch's RNG.
+        render_pass: SceneFlow ``cleanpass`` (default) or ``finalpass``.
+        gt_root: ETH3D ground-truth folder.
+        val_fraction: hold-out fraction for real-data ``train``/``val`` splits (default 0: none).
+        synthetic: dict of extra ``SyntheticStereo`` keyword arguments (e.g. ``noise_std``).
+    """
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"dataset spec must be a dict with a 'name' key, got {spec!r}")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"dataset spec: unknown keys {unknown}; valid keys: {list(SPEC_KEYS)}")
+    name = str(spec["name"])
+    split = spec.get("split") or "train"
+    seed = int(spec.get("seed", 0))
+    size = spec.get("size")
+    aug_spec = spec.get("augment")
+    augment = None
+    if aug_spec is True:
+        augment = StereoAugment()
+    elif aug_spec:
+        augment = StereoAugment(aug_spec)
+    aug_seed = spec.get("augment_seed")
+    aug_seed = None if aug_seed is None else int(aug_seed)
+
+    if name.lower() == "synthetic":
+        gen = SyntheticStereo(
+            int(spec.get("height", 256)), int(spec.get("width", 512)),
+            int(spec.get("max_disparity", 192)), split_seed(seed, split),
+            int(size) if size is not None else _SYNTHETIC_SIZES.get(split, 64),
+            **dict(spec.get("synthetic") or {}))
+        return StereoDataset(gen, augment, aug_seed)
+
+    val_fraction = float(spec.get("val_fraction", 0.0))
+    list_split = "train" if split == "val" else split
+    if split == "val" and not val_fraction > 0:
+        raise ValueError(f"dataset {name!r}: split 'val' needs val_fraction > 0 (hold-out)")
+    refs = list_dataset(name, str(spec.get("root", "")), list_split,
+                        render_pass=str(spec.get("render_pass", "cleanpass")),
+                        gt_root=spec.get("gt_root"))
+    if val_fraction > 0 and split in ("train", "val"):
+        refs = holdout_split(refs, split, val_fraction, seed)
+    if size is not None:
+        refs = refs[:int(size)]
+    return StereoDataset(refs, augment, aug_seed)
