@@ -117,7 +117,7 @@ def _multiscale_noise(rng: np.random.Generator, h: int, w: int, levels: int) -> 
 def _texture(rng: np.random.Generator, h: int, w: int, weak: bool) -> np.ndarray:
     """A random colour texture, h×w×3 float32 in about [0, 255]."""
     base = rng.uniform(50.0, 205.0, 3).astype(np.float32)
-    amp = rng.uniform(3.0, 8.0) if weak else rng.uniform(25.0, 55.0)
+    amp = rng.uniform(3.0, 8.0) if weak else rng.uniform(35.0, 70.0)
     lum = _multiscale_noise(rng, h, w, 5)
     kind = int(rng.integers(0, 4)) if not weak else 0
     if kind == 1:  # stripes plus noise
