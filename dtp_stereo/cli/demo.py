@@ -1,0 +1,318 @@
+"""``dtp-stereo demo``: the shipped student through the real ROS 2 node on the sample bag.
+
+Steps: write the synthetic sample bag (exact ground truth) to a temporary folder; start
+:class:`dtp_stereo.node.StereoNode` in-process on a ``MultiThreadedExecutor`` thread; replay
+the bag's stereo pairs and camera_info through rclpy at the recorded rate, restamped with the
+current time so end-to-end latency (receive time - image stamp) is meaningful; subscribe to
+``disparity``, ``points2`` and ``/diagnostics``; print and save a summary (frames, rate,
+latency percentiles, EPE/D1 against the bag's ground truth, dropped pairs), colourised
+disparity PNGs and one point cloud (PLY).
+
+Everything runs on a private rclpy context in a random ROS domain (``ROS_DOMAIN_ID`` when set)
+so it does not disturb other ROS graphs on the machine.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+PROG = "dtp-stereo demo"
+TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dtp-stereo demo``."""
+    parser.add_argument("--frames", type=int, default=20, help="stereo frames (default 20)")
+    parser.add_argument("--output-dir", type=Path, default=Path("demo_out"),
+                        help="folder for PNGs, PLY and summary.json (default demo_out)")
+    parser.add_argument("--backend", default="auto",
+                        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                        help="inference backend (default auto)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint (default: the shipped dtpnet_pruned.pt)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="compute device (default cpu)")
+    parser.add_argument("--engine-cache-dir", default=None,
+                        help="ONNX export / TensorRT engine cache (default: backend default)")
+    parser.add_argument("--rate", type=float, default=10.0, help="replay rate, Hz (default 10)")
+    parser.add_argument("--size", default="128x256",
+                        help="sample-bag image HxW in pixels (default 128x256)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU inference threads (default 0 = library default)")
+    parser.add_argument("--latency-budget-ms", type=float, default=200.0,
+                        help="node latency budget for the diagnostics WARN level (default 200)")
+    parser.add_argument("--save-images", type=int, default=3,
+                        help="colourised disparity PNGs to write (default 3)")
+
+
+class _Recorder:
+    """Collects the node's outputs with their receive times (nanoseconds, ROS clock)."""
+
+    def __init__(self, node: Any, fqn: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import PointCloud2
+        from stereo_msgs.msg import DisparityImage
+
+        self.node, self.fqn = node, fqn
+        self.lock = threading.Lock()
+        self.disparity: List[Any] = []
+        self.points: List[Any] = []
+        self.diagnostics: Optional[Any] = None
+        node.create_subscription(DisparityImage, "disparity", self._on_disp, 50)
+        node.create_subscription(PointCloud2, "points2", self._on_points, 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def _now(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def _on_disp(self, msg: Any) -> None:
+        with self.lock:
+            self.disparity.append((self._now(), msg))
+
+    def _on_points(self, msg: Any) -> None:
+        with self.lock:
+            self.points.append((self._now(), msg))
+
+    def _on_diag(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.hardware_id == self.fqn:
+                self.diagnostics = status
+
+
+def _wait(predicate: Any, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _publish_frame(node: Any, pubs: Dict[str, Any], frame: Any) -> int:
+    """Publish camera_info, then the image pair of ``frame``, stamped now; return the stamp, ns."""
+    from dtp_stereo.bag import to_rclpy_message
+    from dtp_stereo.ros.conversions import numpy_to_image_msg
+    from dtp_stereo.ros.sync import stamp_to_ns
+
+    stamp = node.get_clock().now().to_msg()
+    for side in ("left", "right"):
+        info = to_rclpy_message(getattr(frame, f"{side}_info"), "sensor_msgs/msg/CameraInfo")
+        info.header.stamp = stamp
+        pubs[f"{side}/camera_info"].publish(info)
+    for side in ("left", "right"):
+        img = getattr(frame, side)
+        msg = numpy_to_image_msg(img, "rgb8" if img.ndim == 3 else "mono8")
+        msg.header.stamp = stamp
+        msg.header.frame_id = getattr(frame, f"{side}_info").header.frame_id
+        pubs[f"{side}/image_rect"].publish(msg)
+    return stamp_to_ns(stamp)
+
+
+def _percentiles(values: List[float]) -> Dict[str, float]:
+    if not values:
+        return {"count": 0, "p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"count": int(arr.size), "p50": float(np.percentile(arr, 50)),
+            "p90": float(np.percentile(arr, 90)), "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max())}
+
+
+def _write_outputs(out_dir: Path, results: List[Any], frames_by_stamp: Dict[int, Any],
+                   clouds: List[Any], n_images: int) -> List[str]:
+    """Colourised disparity (and ground-truth) PNGs and one PLY; returns the files written."""
+    import cv2
+
+    from dtp_stereo.ros.conversions import (colorize_disparity, disparity_image_to_numpy,
+                                            pointcloud2_to_numpy)
+    from dtp_stereo.ros.geometry import write_ply
+    from dtp_stereo.ros.sync import stamp_to_ns
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, msg in enumerate(results[:n_images]):
+        disp, _ = disparity_image_to_numpy(msg)
+        path = out_dir / f"disparity_{i:03d}.png"
+        cv2.imwrite(str(path), colorize_disparity(disp, msg.min_disparity, msg.max_disparity))
+        written.append(str(path))
+        frame = frames_by_stamp.get(stamp_to_ns(msg.header.stamp))
+        if frame is not None and frame.gt is not None:
+            gt_path = out_dir / f"gt_{i:03d}.png"
+            gt = np.where(frame.gt > 0, frame.gt, np.nan)
+            cv2.imwrite(str(gt_path), colorize_disparity(gt, msg.min_disparity, msg.max_disparity))
+            written.append(str(gt_path))
+    if clouds:
+        points, colors = pointcloud2_to_numpy(clouds[len(clouds) // 2])
+        ply = out_dir / "cloud.ply"
+        write_ply(ply, points, colors)
+        written.append(str(ply))
+    return written
+
+
+def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
+    """Run the demo; print the summary; return 0 on success."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from dtp_stereo.bag import DEFAULT_TOPICS, read_stereo_pairs, write_sample_bag
+    from dtp_stereo.metrics import MetricAccumulator, valid_mask
+    from dtp_stereo.node import StereoNode
+    from dtp_stereo.ros.conversions import disparity_image_to_numpy
+    from dtp_stereo.ros.sync import stamp_to_ns
+
+    if args.frames < 1 or args.rate <= 0:
+        print(f"{PROG}: error: --frames and --rate must be positive", file=sys.stderr)
+        return 2
+    try:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        print(f"{PROG}: error: --size must look like 128x256, got {args.size!r}", file=sys.stderr)
+        return 2
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from dtp_stereo.assets import default_model_path
+
+        try:
+            checkpoint = str(default_model_path())
+        except FileNotFoundError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+
+    with tempfile.TemporaryDirectory(prefix="dtp_demo_") as tmp:
+        bag_path = str(Path(tmp) / "sample_bag")
+        write_sample_bag(bag_path, n_frames=args.frames, height=height, width=width,
+                         rate_hz=args.rate)
+        frames = list(read_stereo_pairs(bag_path, DEFAULT_TOPICS["left"], DEFAULT_TOPICS["right"],
+                                        DEFAULT_TOPICS["gt"], DEFAULT_TOPICS["left_info"],
+                                        DEFAULT_TOPICS["right_info"]))
+    domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 101))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    node = player = None
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    try:
+        params = {"backend": args.backend, "checkpoint": checkpoint, "device": args.device,
+                  "threads": args.threads, "engine_cache_dir": args.engine_cache_dir or "",
+                  "diagnostics_period_s": 0.25, "latency_budget_ms": args.latency_budget_ms}
+        t_load = time.perf_counter()
+        try:
+            node = StereoNode(context=context, parameter_overrides=[
+                Parameter(k, value=v) for k, v in params.items()])
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            print(f"{PROG}: error: cannot start the node: {exc}", file=sys.stderr)
+            return 2
+        load_s = time.perf_counter() - t_load
+        player = rclpy.create_node("dtp_demo_player", context=context)
+        recorder = _Recorder(player, node.get_fully_qualified_name())
+        qos = QoSProfile(depth=10)
+        pubs = {t: player.create_publisher(Image if "image" in t else CameraInfo, t, qos)
+                for t in TOPICS}
+        executor.add_node(node)
+        executor.add_node(player)
+        thread.start()
+        _wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 10.0)
+        _wait(lambda: node.count_subscribers("disparity") > 0, 10.0)
+
+        warm = _publish_frame(player, pubs, frames[0])  # warm-up, not counted
+        if not _wait(lambda: any(stamp_to_ns(m.header.stamp) == warm
+                                 for _, m in list(recorder.disparity)), 60.0):
+            print(f"{PROG}: error: no disparity within 60 s of the warm-up frame",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+        with recorder.lock:
+            recorder.disparity.clear()
+            recorder.points.clear()
+        base = node.diagnostics.report().as_dict()
+
+        frames_by_stamp: Dict[int, Any] = {}
+        period = 1.0 / args.rate
+        t_start = time.monotonic()
+        for i, frame in enumerate(frames):
+            delay = t_start + i * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            frames_by_stamp[_publish_frame(player, pubs, frame)] = frame
+        publish_s = time.monotonic() - t_start
+
+        def settled() -> bool:
+            values = node.diagnostics.report().as_dict()
+            done = int(values["frames_out"]) + int(values["dropped_pairs"]) \
+                + int(values.get("errors_total", 0))
+            return done >= int(base["frames_out"]) + len(frames) \
+                and len(recorder.disparity) >= int(values["frames_out"]) - int(base["frames_out"])
+
+        _wait(settled, 30.0)
+        time.sleep(0.3)  # last diagnostics / points2 in flight
+        node.publish_diagnostics()
+        time.sleep(0.1)
+        values = node.diagnostics.report().as_dict()
+    finally:
+        executor.shutdown()
+        for n in (node, player):
+            if n is not None:
+                n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+    with recorder.lock:
+        received = [(t, m) for t, m in recorder.disparity
+                    if stamp_to_ns(m.header.stamp) in frames_by_stamp]
+        clouds = [m for _, m in recorder.points]
+    latencies = [(t - stamp_to_ns(m.header.stamp)) / 1e6 for t, m in received]
+    acc = MetricAccumulator()
+    for _, msg in received:
+        frame = frames_by_stamp[stamp_to_ns(msg.header.stamp)]
+        pred, _ = disparity_image_to_numpy(msg)
+        acc.update(pred, frame.gt, valid_mask(frame.gt, msg.max_disparity))
+    metrics = acc.compute()
+    times = [t for t, _ in received]
+    rate = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 else 0.0
+    summary = {
+        "backend": node.backend.name, "device": node.backend.device, "checkpoint": checkpoint,
+        "image_size": [height, width], "ros_domain_id": domain, "node_start_s": load_s,
+        "frames_published": len(frames), "publish_rate_hz": len(frames) / max(publish_s, 1e-9),
+        "disparity_received": len(received), "points2_received": len(clouds),
+        "output_rate_hz": rate,
+        "dropped_pairs": int(values["dropped_pairs"]) - int(base["dropped_pairs"]),
+        "errors": int(values["errors_total"]) - int(base["errors_total"]),
+        "latency_end_to_end_ms": _percentiles(latencies),
+        "node_inference_ms_p50": float(values["inference_ms_p50"]),
+        "node_diagnostics": values, "metrics": metrics,
+        "diagnostics_received": None if recorder.diagnostics is None else {
+            "level": int.from_bytes(bytes(recorder.diagnostics.level), "little"),
+            "message": recorder.diagnostics.message},
+    }
+    written = _write_outputs(args.output_dir, [m for _, m in received], frames_by_stamp,
+                             clouds, args.save_images)
+    summary["files"] = written
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    lat = summary["latency_end_to_end_ms"]
+    print(f"{PROG}: backend {summary['backend']} ({summary['device']}), {checkpoint}")
+    print(f"  frames: published {len(frames)} at {summary['publish_rate_hz']:.1f} Hz, received "
+          f"{len(received)} disparity / {len(clouds)} points2, dropped pairs "
+          f"{summary['dropped_pairs']}, errors {summary['errors']}")
+    print(f"  output rate {rate:.1f} Hz; end-to-end latency (stamp -> received) p50 "
+          f"{lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms; node "
+          f"inference p50 {summary['node_inference_ms_p50']:.1f} ms")
+    print(f"  accuracy vs bag ground truth: EPE {metrics['epe']:.2f} px, D1 {metrics['d1']:.1f} % "
+          f"({metrics['n_images']} images)")
+    diag = summary["diagnostics_received"]
+    if diag is not None:
+        level = {0: "OK", 1: "WARN", 2: "ERROR"}.get(diag["level"], "STALE")
+        print(f"  /diagnostics: {level}: {diag['message']}")
+    print(f"  wrote {args.output_dir / 'summary.json'} and {len(written)} image/PLY files")
+    return 0 if received else 1

@@ -1,0 +1,436 @@
+"""The ROS 2 stereo node: rectified image pairs in, disparity, depth and points out.
+
+Topics (relative, remappable; see docs/design.md): subscribes ``left/image_rect``,
+``right/image_rect``, ``left/camera_info``, ``right/camera_info`` (sensor-data QoS); publishes
+``disparity`` (stereo_msgs/DisparityImage), ``points2`` (organized PointCloud2),
+``disparity/image`` (32FC1), ``disparity/color`` (bgr8), ``depth`` (32FC1 metres),
+``confidence`` (32FC1) and ``/diagnostics``.
+
+Threading: the two image topics are synchronized (``message_filters`` when importable, else
+:mod:`dtp_stereo.ros.sync`); camera_info messages are cached (same stamp preferred, else the
+latest). Each synchronized pair goes to a single-slot buffer consumed by one worker thread, so
+inference never queues: a pair replaced before it was processed is dropped and counted.
+Outputs carry the left image header. Bad input (unsupported encoding, empty or mismatched
+images, missing camera_info or one without baseline) raises an ERROR diagnostic and a throttled
+log; the node keeps running.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from stereo_msgs.msg import DisparityImage
+
+from dtp_stereo.preprocess import StereoPreprocessor
+from dtp_stereo.ros import conversions as conv
+from dtp_stereo.ros.diagnostics import StereoDiagnostics, report_to_msg
+from dtp_stereo.ros.geometry import StereoCamera, depth_to_points, disparity_to_depth
+from dtp_stereo.ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, LatestSlot
+from dtp_stereo.ros.sync import stamp_to_ns
+
+__all__ = ["NODE_NAME", "PARAMETERS", "LIVE_PARAMETERS", "ParamSpec", "StereoNode", "main"]
+
+NODE_NAME = "dtp_stereo_node"
+DELTA_D = 1.0 / 16.0  # reported disparity step (px): sub-pixel regression, as stereo_image_proc
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: name, default, description, optional range and choices."""
+
+    name: str
+    default: Any
+    description: str
+    range: Optional[Tuple[float, float, float]] = None  # (from, to, step); step 0 = any
+    read_only: bool = True
+    choices: Tuple[str, ...] = ()
+
+
+PARAMETERS: List[ParamSpec] = [
+    ParamSpec("backend", "auto", "inference backend", choices=("auto", "torch", "onnxruntime",
+                                                               "tensorrt")),
+    ParamSpec("checkpoint", "", "dtp_stereo checkpoint; empty = shipped dtpnet_pruned.pt"),
+    ParamSpec("onnx_path", "", "exported ONNX file (onnxruntime/tensorrt); empty = export "
+                               "on demand"),
+    ParamSpec("engine_cache_dir", "", "TensorRT engine / ONNX export cache; empty = backend "
+                                      "default"),
+    ParamSpec("device", "cpu", "compute device", choices=("cpu", "cuda")),
+    ParamSpec("fp16", False, "half precision (CUDA torch autocast, TensorRT FP16)"),
+    ParamSpec("threads", 0, "CPU inference threads; 0 = library default", (0, 256, 1)),
+    ParamSpec("input_width", 0, "fixed network input width px; 0 = native size padded",
+              (0, 8192, 1)),
+    ParamSpec("input_height", 0, "fixed network input height px; 0 = native size padded",
+              (0, 8192, 1)),
+    ParamSpec("max_width", 0, "downscale wider images to this width px; 0 = no limit",
+              (0, 8192, 1)),
+    ParamSpec("approximate_sync", False, "pair left/right images by nearest stamp, not exact"),
+    ParamSpec("approximate_sync_tolerance_seconds", 0.0, "largest stamp spread of a pair, s",
+              (0.0, 1.0, 0.0)),
+    ParamSpec("queue_size", 5, "synchronizer queue per input, messages", (1, 100, 1)),
+    ParamSpec("use_system_default_qos", False, "subscribe reliable (system default) instead of "
+                                               "sensor-data QoS"),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics, s", (0.1, 60.0, 0.0)),
+    ParamSpec("use_color", True, "add rgb from the left image to points2", read_only=False),
+    ParamSpec("max_depth", 0.0, "points/depth farther than this are NaN, m; 0 = no limit",
+              (0.0, 10000.0, 0.0), read_only=False),
+    ParamSpec("min_disparity", 0.0, "disparities below this are invalid, px", (0.0, 1000.0, 0.0),
+              read_only=False),
+    ParamSpec("publish_depth", True, "publish depth (32FC1 metres)", read_only=False),
+    ParamSpec("publish_confidence", True, "publish confidence (32FC1) when the model has one",
+              read_only=False),
+    ParamSpec("latency_budget_ms", 100.0, "end-to-end latency above which diagnostics WARN, ms",
+              (1.0, 100000.0, 0.0), read_only=False),
+]
+LIVE_PARAMETERS = tuple(p.name for p in PARAMETERS if not p.read_only)
+_SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    text = spec.description + (f" ({'|'.join(spec.choices)})" if spec.choices else "")
+    desc = ParameterDescriptor(description=text, read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.range is not None:
+        lo, hi, step = spec.range
+        if isinstance(spec.default, float):
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(lo), to_value=float(hi), step=float(step))]
+        else:
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi),
+                                               step=int(step))]
+    return desc
+
+
+def _validate(name: str, value: Any) -> Optional[str]:
+    """Why ``value`` is not acceptable for ``name``, or None if it is."""
+    spec = _SPECS.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
+        return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
+    return None
+
+
+class _BadInput(ValueError):
+    """Input that cannot be processed; reported as ERROR and skipped."""
+
+
+class StereoNode(Node):
+    """Deep stereo inference node (``dtp_stereo_node``).
+
+    Args:
+        backend: a ready :class:`~dtp_stereo.backends.StereoBackend` (tests, demos); when
+            None one is created from the ``backend``/``checkpoint``/... parameters.
+        node_name: ROS node name.
+        **kwargs: passed to :class:`rclpy.node.Node` (``parameter_overrides``, ``namespace``, ...).
+    """
+
+    def __init__(self, *, backend: Any = None, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        for name, value in p.items():
+            reason = _validate(name, value)
+            if reason:
+                raise ValueError(f"{self.get_name()}: parameter {reason}")
+        self._live = {name: p[name] for name in LIVE_PARAMETERS}
+        self._live_lock = threading.Lock()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.backend = backend if backend is not None else self._create_backend(p)
+        input_size = getattr(self.backend, "input_size", None)
+        if input_size is None and p["input_width"] > 0 and p["input_height"] > 0:
+            input_size = (p["input_height"], p["input_width"])
+        self._pre = StereoPreprocessor(self.backend.size_divisor, input_size,
+                                       p["max_width"] or None)
+        self.diagnostics = StereoDiagnostics(p["latency_budget_ms"])
+        for key, value in (("backend", self.backend.name), ("device", self.backend.device),
+                           ("max_disparity_px", self.backend.max_disparity),
+                           ("input_size", input_size or "native (padded)")):
+            self.diagnostics.set_value(key, value)
+
+        out_qos = QoSProfile(depth=5)
+        self._pubs = {
+            "disparity": self.create_publisher(DisparityImage, "disparity", out_qos),
+            "points2": self.create_publisher(PointCloud2, "points2", out_qos),
+            "disparity/image": self.create_publisher(Image, "disparity/image", out_qos),
+            "disparity/color": self.create_publisher(Image, "disparity/color", out_qos),
+            "depth": self.create_publisher(Image, "depth", out_qos),
+            "confidence": self.create_publisher(Image, "confidence", out_qos),
+        }
+        in_qos = qos_profile_system_default if p["use_system_default_qos"] \
+            else qos_profile_sensor_data
+        self._infos: Dict[str, Dict[int, Any]] = {"left": {}, "right": {}}
+        self._info_cap = 4 * p["queue_size"]
+        self._info_lock = threading.Lock()
+        for side in ("left", "right"):
+            self.create_subscription(CameraInfo, f"{side}/camera_info",
+                                     lambda msg, s=side: self._on_info(s, msg), in_qos)
+        self._sync = self._make_sync(p, in_qos)
+
+        self._slot = LatestSlot()
+        self._worker = threading.Thread(target=self._run_worker, name="dtp_stereo_inference",
+                                        daemon=True)
+        self._worker.start()
+        self._updater = None
+        try:
+            import diagnostic_updater
+        except ImportError:
+            diagnostic_updater = None
+        if diagnostic_updater is not None:
+            self._updater = diagnostic_updater.Updater(self, period=p["diagnostics_period_s"])
+            self._updater.setHardwareID(self.get_fully_qualified_name())
+            self._updater.add("stereo", self._fill_updater_status)
+        else:
+            self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 1)
+            self._diag_timer = self.create_timer(p["diagnostics_period_s"],
+                                                 self.publish_diagnostics,
+                                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(
+            f"ready: backend {self.backend.name} on {self.backend.device}, max disparity "
+            f"{self.backend.max_disparity} px, "
+            f"{'approximate' if p['approximate_sync'] else 'exact'} sync, queue {p['queue_size']}")
+
+    # ---------------------------------------------------------------- setup helpers
+    def _create_backend(self, p: Dict[str, Any]) -> Any:
+        from dtp_stereo.backends import create_backend
+
+        checkpoint = p["checkpoint"] or None
+        if checkpoint is None and not p["onnx_path"]:
+            from dtp_stereo.assets import default_model_path
+
+            checkpoint = str(default_model_path())
+        size = (p["input_height"], p["input_width"]) if p["input_width"] and p["input_height"] \
+            else None
+        return create_backend(p["backend"], checkpoint, onnx=p["onnx_path"] or None,
+                              engine_cache_dir=p["engine_cache_dir"] or None, device=p["device"],
+                              fp16=p["fp16"], input_size=size, threads=p["threads"] or None)
+
+    def _make_sync(self, p: Dict[str, Any], qos: QoSProfile) -> Any:
+        topics = ("left/image_rect", "right/image_rect")
+        slop = p["approximate_sync_tolerance_seconds"]
+        try:
+            import message_filters
+        except ImportError:
+            message_filters = None
+        if message_filters is not None:
+            subs = [message_filters.Subscriber(self, Image, t, qos_profile=qos) for t in topics]
+            if p["approximate_sync"]:
+                sync = message_filters.ApproximateTimeSynchronizer(subs, p["queue_size"],
+                                                                   max(slop, 1e-9))
+            else:
+                sync = message_filters.TimeSynchronizer(subs, p["queue_size"])
+            sync.registerCallback(self._on_pair)
+            return sync
+        if p["approximate_sync"]:
+            sync = ApproximateTimeSynchronizer(2, p["queue_size"], slop, self._on_pair)
+        else:
+            sync = ExactTimeSynchronizer(2, p["queue_size"], self._on_pair)
+        for i, topic in enumerate(topics):
+            self.create_subscription(Image, topic, lambda msg, i=i: sync.add(i, msg), qos)
+        return sync
+
+    def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
+        updates = {}
+        for param in params:
+            if param.name not in _SPECS:
+                continue
+            if param.name not in LIVE_PARAMETERS:
+                return SetParametersResult(successful=False,
+                                           reason=f"{param.name} is read-only; restart the node")
+            reason = _validate(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            updates[param.name] = param.value
+        with self._live_lock:
+            self._live.update(updates)
+        if "latency_budget_ms" in updates:
+            self.diagnostics.latency_budget_ms = float(updates["latency_budget_ms"])
+        return SetParametersResult(successful=True)
+
+    # ---------------------------------------------------------------- callbacks
+    def _on_info(self, side: str, msg: CameraInfo) -> None:
+        with self._info_lock:
+            cache = self._infos[side]
+            cache[stamp_to_ns(msg.header.stamp)] = msg
+            while len(cache) > self._info_cap:
+                del cache[min(cache)]
+
+    def _camera_info(self, side: str, stamp_ns: int) -> Any:
+        with self._info_lock:
+            cache = self._infos[side]
+            if not cache:
+                return None
+            return cache.get(stamp_ns, cache[max(cache)])
+
+    def _on_pair(self, left: Image, right: Image) -> None:
+        self.diagnostics.record_input()
+        if self._slot.put((left, right, time.perf_counter())) is not None:
+            self.diagnostics.record_dropped()
+
+    def _run_worker(self) -> None:
+        while not self._slot.closed:
+            item = self._slot.get(timeout=0.2)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except _BadInput as exc:
+                self._report_error("bad_input", str(exc))
+            except Exception as exc:  # keep the node alive; the error is reported
+                self._report_error("processing", f"{type(exc).__name__}: {exc}")
+
+    def _report_error(self, kind: str, text: str) -> None:
+        self.diagnostics.record_error(kind, text)
+        self.get_logger().error(f"{kind}: {text}", throttle_duration_sec=2.0)
+
+    # ---------------------------------------------------------------- processing
+    def _camera_for(self, left: Image, width: int, height: int) -> StereoCamera:
+        stamp = stamp_to_ns(left.header.stamp)
+        infos = {side: self._camera_info(side, stamp) for side in ("left", "right")}
+        for side, info in infos.items():
+            if info is None:
+                raise _BadInput(f"no camera_info received on {side}/camera_info")
+        try:
+            camera = StereoCamera.from_camera_info(infos["left"], infos["right"])
+        except ValueError as exc:
+            raise _BadInput(str(exc)) from exc
+        if (camera.width, camera.height) != (width, height):
+            camera = camera.scaled(width, height)
+        return camera
+
+    def _process(self, left_msg: Image, right_msg: Image, t_in: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            left = conv.image_msg_to_rgb(left_msg)
+            right = conv.image_msg_to_rgb(right_msg)
+        except conv.ImageConversionError as exc:
+            raise _BadInput(f"left/right image_rect: {exc}") from exc
+        if left.shape != right.shape:
+            raise _BadInput(f"left/right size mismatch: left is {left.shape[1]}x{left.shape[0]}, "
+                            f"right is {right.shape[1]}x{right.shape[0]}")
+        h, w = left.shape[:2]
+        camera = self._camera_for(left_msg, w, h)
+        t1 = time.perf_counter()
+        net_left, net_right, frame = self._pre.prepare(left, right)
+        result = self.backend.infer(net_left, net_right)
+        disparity = frame.restore(result.disparity)
+        confidence = None
+        if result.confidence is not None:
+            confidence = frame.restore(result.confidence) / np.float32(frame.scale)
+        t2 = time.perf_counter()
+        with self._live_lock:
+            live = dict(self._live)
+        msgs = self._build_outputs(left_msg.header, left, disparity, confidence, camera, live,
+                                   float(self.backend.max_disparity) * frame.scale)
+        t3 = time.perf_counter()
+        for topic, msg in msgs.items():
+            self._pubs[topic].publish(msg)
+        t4 = time.perf_counter()
+        now_ns = self.get_clock().now().nanoseconds
+        e2e_ms = (now_ns - stamp_to_ns(left_msg.header.stamp)) / 1e6
+        self.diagnostics.record_frame({"convert": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+                                       "postprocess": (t3 - t2) * 1e3, "publish": (t4 - t3) * 1e3,
+                                       "queue": (t0 - t_in) * 1e3}, e2e_ms)
+
+    def _wanted(self, topic: str) -> bool:
+        return self._pubs[topic].get_subscription_count() > 0
+
+    def _build_outputs(self, header: Any, left_rgb: np.ndarray, disparity: np.ndarray,
+                       confidence: Optional[np.ndarray], camera: StereoCamera,
+                       live: Dict[str, Any], max_disparity: float) -> Dict[str, Any]:
+        min_d = float(live["min_disparity"])
+        msgs: Dict[str, Any] = {}
+        if self._wanted("disparity"):
+            msgs["disparity"] = conv.build_disparity_image(
+                disparity, header, f=camera.fx, t=camera.baseline, min_disparity=min_d,
+                max_disparity=max_disparity, delta_d=DELTA_D)
+        if self._wanted("disparity/image"):
+            shown = np.where(disparity >= min_d, disparity, np.float32(np.nan)).astype(np.float32)
+            msgs["disparity/image"] = conv.numpy_to_image_msg(shown, "32FC1", header)
+        if self._wanted("disparity/color"):
+            color = conv.colorize_disparity(disparity, min_d, max_disparity)
+            msgs["disparity/color"] = conv.numpy_to_image_msg(color, "bgr8", header)
+        want_depth = live["publish_depth"] and self._wanted("depth")
+        if want_depth or self._wanted("points2"):
+            depth = disparity_to_depth(disparity, camera, min_disparity=min_d,
+                                       max_depth=float(live["max_depth"]) or None)
+            if want_depth:
+                msgs["depth"] = conv.numpy_to_image_msg(depth, "32FC1", header)
+            if self._wanted("points2"):
+                colors = None
+                if live["use_color"]:
+                    colors = left_rgb if left_rgb.dtype == np.uint8 \
+                        else (left_rgb >> 8).astype(np.uint8)
+                msgs["points2"] = conv.build_pointcloud2(depth_to_points(depth, camera), header,
+                                                         colors)
+        if confidence is not None and live["publish_confidence"] and self._wanted("confidence"):
+            msgs["confidence"] = conv.numpy_to_image_msg(confidence.astype(np.float32), "32FC1",
+                                                         header)
+        return msgs
+
+    # ---------------------------------------------------------------- diagnostics / shutdown
+    def _fill_updater_status(self, stat: Any) -> Any:
+        """diagnostic_updater task: copy the report into its DiagnosticStatusWrapper."""
+        self.diagnostics.set_value("sync_evicted", getattr(self._sync, "dropped", "n/a"))
+        report = self.diagnostics.report()
+        stat.summary(report.level, report.message)
+        for key, value in report.values:
+            stat.add(key, value)
+        return stat
+
+    def publish_diagnostics(self) -> None:
+        """Publish the node's status on ``/diagnostics`` now (the timer also calls this)."""
+        if self._updater is not None:
+            self._updater.force_update()
+            return
+        self.diagnostics.set_value("sync_evicted", getattr(self._sync, "dropped", "n/a"))
+        status = report_to_msg(self.diagnostics.report(),
+                               f"{self.get_fully_qualified_name()}: stereo",
+                               self.get_fully_qualified_name(), DiagnosticStatus, KeyValue)
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self._diag_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        """Stop the inference worker, then destroy the node."""
+        self._slot.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Console script ``stereo_node``: run :class:`StereoNode` on a multi-threaded executor."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = StereoNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

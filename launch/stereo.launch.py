@@ -1,0 +1,62 @@
+"""Launch dtp_stereo_node: deep stereo on rectified image pairs.
+
+Example:
+    ros2 launch dtp_stereo stereo.launch.py namespace:=stereo backend:=tensorrt \\
+        left_image:=/camera/left/image_rect right_image:=/camera/right/image_rect \\
+        left_info:=/camera/left/camera_info right_info:=/camera/right/camera_info
+
+Parameters come from ``params_file`` (default: the package's config/params.yaml); the
+``backend``, ``checkpoint`` and ``engine_cache_dir`` arguments override it only when non-empty.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+ARGUMENTS = [
+    ("namespace", "", "namespace of the node and its relative topics"),
+    ("params_file", PathJoinSubstitution([FindPackageShare("dtp_stereo"), "config",
+                                          "params.yaml"]),
+     "YAML file with dtp_stereo_node ros__parameters"),
+    ("backend", "", "override: auto | torch | onnxruntime | tensorrt (empty = params_file)"),
+    ("checkpoint", "", "override: checkpoint path (empty = params_file / shipped model)"),
+    ("engine_cache_dir", "", "override: TensorRT engine cache folder (empty = params_file)"),
+    ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
+    ("left_image", "left/image_rect", "left rectified image topic"),
+    ("right_image", "right/image_rect", "right rectified image topic"),
+    ("left_info", "left/camera_info", "left camera_info topic"),
+    ("right_info", "right/camera_info", "right camera_info topic"),
+]
+OVERRIDES = ("backend", "checkpoint", "engine_cache_dir")
+
+
+def _node(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
+    overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    return [Node(
+        package="dtp_stereo",
+        executable="stereo_node",
+        name="dtp_stereo_node",
+        namespace=arg("namespace"),
+        parameters=[arg("params_file"), overrides],
+        remappings=[
+            ("left/image_rect", arg("left_image")),
+            ("right/image_rect", arg("right_image")),
+            ("left/camera_info", arg("left_info")),
+            ("right/camera_info", arg("right_info")),
+        ],
+        output="screen",
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description():
+    """Declare the arguments, then build the node once they are resolved."""
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, default, text in ARGUMENTS]
+    return LaunchDescription(declared + [OpaqueFunction(function=_node)])

@@ -1,0 +1,92 @@
+"""The launch file, config/params.yaml, node parameter table and setup.py agree (no ROS needed)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = ROOT / "dtp_stereo" / "node.py"
+LAUNCH = ROOT / "launch" / "stereo.launch.py"
+PARAMS = ROOT / "config" / "params.yaml"
+SETUP = ROOT / "setup.py"
+
+
+def _parameter_table():
+    """(name, default, read_only) of each ParamSpec in node.py's PARAMETERS, read with ast."""
+    tree = ast.parse(NODE.read_text())
+    for node in ast.walk(tree):
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and getattr(target, "id", "") == \
+                "PARAMETERS":
+            rows = []
+            for call in node.value.elts:
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+                rows.append((ast.literal_eval(call.args[0]), ast.literal_eval(call.args[1]),
+                             kwargs.get("read_only", True)))
+            return rows
+    raise AssertionError("PARAMETERS table not found in dtp_stereo/node.py")
+
+
+def _console_scripts():
+    tree = ast.parse(SETUP.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            return ast.literal_eval(node.value)["console_scripts"]
+    raise AssertionError("setup.py has no entry_points")
+
+
+def test_params_yaml_has_every_declared_parameter_with_its_default():
+    data = yaml.safe_load(PARAMS.read_text())
+    params = data["dtp_stereo_node"]["ros__parameters"]
+    table = _parameter_table()
+    assert set(params) == {name for name, _, _ in table}
+    for name, default, _ in table:
+        assert type(params[name]) is type(default), name
+        assert params[name] == default, name
+
+
+def test_live_parameters_are_the_documented_ones():
+    live = {name for name, _, read_only in _parameter_table() if not read_only}
+    assert live == {"max_depth", "use_color", "publish_depth", "publish_confidence",
+                    "latency_budget_ms", "min_disparity"}
+
+
+def test_parameter_table_matches_imported_module():
+    pytest.importorskip("rclpy")
+    from dtp_stereo.node import PARAMETERS
+
+    assert [(p.name, p.default, p.read_only) for p in PARAMETERS] == _parameter_table()
+
+
+def test_launch_file_names_the_console_script_and_arguments():
+    tree = ast.parse(LAUNCH.read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and getattr(n.func, "id", "") == "Node"]
+    assert len(calls) == 1
+    kwargs = {k.arg: k.value for k in calls[0].keywords}
+    assert ast.literal_eval(kwargs["package"]) == "dtp_stereo"
+    executable = ast.literal_eval(kwargs["executable"])
+    assert ast.literal_eval(kwargs["name"]) == "dtp_stereo_node"
+    scripts = {s.split("=")[0].strip(): s.split("=")[1].strip() for s in _console_scripts()}
+    assert scripts.get(executable) == "dtp_stereo.node:main"
+    arguments = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                     and getattr(n.targets[0], "id", "") == "ARGUMENTS")
+    names = {ast.literal_eval(t.elts[0]) for t in arguments.value.elts}
+    assert {"namespace", "params_file", "backend", "checkpoint", "engine_cache_dir",
+            "use_sim_time", "left_image", "right_image", "left_info", "right_info"} <= names
+    remaps = [ast.literal_eval(t.elts[0]) for t in kwargs["remappings"].elts]
+    assert remaps == ["left/image_rect", "right/image_rect", "left/camera_info",
+                      "right/camera_info"]
+
+
+def test_launch_file_builds_when_launch_ros_is_installed():
+    pytest.importorskip("launch_ros")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stereo_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert len(description.entities) == len(module.ARGUMENTS) + 1
