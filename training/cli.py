@@ -1,0 +1,117 @@
+"""``dtp-train``: run the distill-then-prune pipeline from a YAML config, or plot reports.
+
+Usage::
+
+    dtp-train --config configs/tiny.yaml [--stages distill,prune] [--run-dir D] [--resume]
+              [--max-steps N] [key.path=value ...]
+    dtp-train report RUN_DIR [RUN_DIR ...] [--out DIR]
+    torchrun --nproc_per_node 2 -m training.cli --config ...   (data-parallel training)
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from training.config import STAGES, ConfigError, load_config
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dtp-train", description="Distill-then-prune stereo training pipeline "
+        "(teacher -> distill -> prune -> finetune -> eval -> export). "
+        "Use 'dtp-train report RUN_DIR' to plot results.")
+    p.add_argument("--config", required=True, help="pipeline YAML file (see configs/)")
+    p.add_argument("--stages", default=None,
+                   help=f"comma-separated subset of {','.join(STAGES)} (default: config stages)")
+    p.add_argument("--run-dir", default=None, help="output folder (overrides run_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue training stages from their last.pt")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop training stages at this global step (checkpointed; for testing)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value",
+                   help="config overrides, values parsed as YAML (e.g. distill.optim.lr=1e-4)")
+    return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dtp-train report",
+                                description="Learning curves and EPE-vs-latency Pareto plot")
+    p.add_argument("run_dirs", nargs="+", help="run folders (with <stage>/metrics.csv and "
+                   "eval/results.json)")
+    p.add_argument("--out", default=None, help="plot folder (default: <first run>/plots)")
+    return p
+
+
+def _split_stages(text: Optional[str]) -> Optional[List[str]]:
+    if text is None:
+        return None
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ConfigError(f"--stages: unknown stage(s) {', '.join(bad)} "
+                          f"(valid: {', '.join(STAGES)})")
+    return stages
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``dtp-train``; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        from training.plots import report
+
+        args = _report_parser().parse_args(argv[1:])
+        out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "plots"
+        written = report([Path(r) for r in args.run_dirs], out)
+        print(json.dumps(written, indent=2))
+        return 0 if written else 1
+    args = _train_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    if args.quiet:
+        overrides.append("progress=false")
+    try:
+        cfg = load_config(args.config, overrides)
+        stages = _split_stages(args.stages)
+    except ConfigError as exc:
+        print(f"dtp-train: {exc}", file=sys.stderr)
+        return 2
+    from training import distributed
+    from training.stages import run_pipeline
+    from training.trainer import TrainingDiverged
+
+    distributed.init_from_env(cfg.device)
+    try:
+        results = run_pipeline(cfg, stages, resume=args.resume, max_steps=args.max_steps)
+    except (TrainingDiverged, FileNotFoundError) as exc:
+        print(f"dtp-train: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
+    if distributed.current().is_main:
+        print(json.dumps({k: _brief(v) for k, v in results.items()}, indent=2, default=str))
+    return 0
+
+
+def _brief(summary: object) -> object:
+    if not isinstance(summary, dict):
+        return summary
+    keep = ("finished", "step", "best_epe", "param_reduction", "params_before", "params_after",
+            "max_abs_diff_px", "onnx", "best")
+    out = {k: summary[k] for k in keep if k in summary}
+    if "models" in summary:
+        out["models"] = {k: {m: v.get(m) for m in ("epe", "d1", "bad_2", "params", "latency_ms")}
+                         for k, v in summary["models"].items()}
+    if "sgbm" in summary:
+        out["sgbm"] = {m: summary["sgbm"].get(m) for m in ("epe", "d1", "bad_2")}
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Accuracy, complexity and CPU latency of models and of OpenCV SGBM on a test split.
+
+Metrics follow ``dtp_stereo.metrics`` (valid: finite GT, 0 < gt < max_disparity, dataset mask;
+per-image averaging). Images whose size is not a multiple of the model's ``size_divisor`` are
+padded (replicate) and the prediction is cropped back.
+"""
+
+import time
+from typing import Any, Dict, Optional
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from dtp_stereo.complexity import count_macs, count_parameters
+from dtp_stereo.metrics import MetricAccumulator, valid_mask
+from dtp_stereo.preprocess import InputPadder
+
+
+def _sample(dataset: Dataset, i: int) -> Dict[str, torch.Tensor]:
+    s = dataset[i]
+    return {k: torch.as_tensor(s[k]) for k in ("left", "right", "disparity", "valid")}
+
+
+def _report(acc: MetricAccumulator) -> Dict[str, Any]:
+    res = acc.compute()
+    return {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in res.items()}
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, dataset: Dataset, max_samples: int = 0,
+                   device: str = "cpu", max_disparity: Optional[int] = None) -> Dict[str, Any]:
+    """EPE, D1, bad-1/2/3 of ``model`` over the first ``max_samples`` images (0: all).
+
+    Args:
+        model: a dtp_stereo model (eval mode is used; the mode is restored).
+        dataset: samples with ``left``/``right`` (3×H×W, [0, 1]), ``disparity``, ``valid``.
+        max_samples: number of images (0 means the whole dataset).
+        device: torch device.
+        max_disparity: D of the valid mask (default ``model.max_disparity``).
+    """
+    was_training = model.training
+    model.eval()
+    d_max = int(max_disparity or model.max_disparity)
+    divisor = int(getattr(model, "size_divisor", 1))
+    acc = MetricAccumulator()
+    n = len(dataset) if max_samples <= 0 else min(max_samples, len(dataset))
+    try:
+        for i in range(n):
+            s = _sample(dataset, i)
+            h, w = s["left"].shape[-2:]
+            padder = InputPadder(h, w, divisor)
+            left, right = padder.pad(s["left"][None].float().to(device),
+                                     s["right"][None].float().to(device))
+            pred = padder.unpad(model(left, right).disparity)[0].cpu().numpy()
+            gt = s["disparity"].numpy()
+            acc.update(pred, gt, valid_mask(gt, d_max, s["valid"].numpy()))
+    finally:
+        model.train(was_training)
+    return _report(acc)
+
+
+def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int,
+                   block_size: int = 5) -> np.ndarray:
+    """OpenCV semi-global block matching (3-way) on H×W×3 float [0, 1] RGB images.
+
+    Returns:
+        H×W float32 disparity in pixels; pixels SGBM rejects are set to 0.
+    """
+    num_disp = max(16, int(np.ceil(max_disparity / 16.0)) * 16)
+    to_gray = [cv2.cvtColor((np.clip(im, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+               for im in (left, right)]
+    matcher = cv2.StereoSGBM_create(minDisparity=0, numDisparities=num_disp,
+                                    blockSize=block_size, P1=8 * block_size ** 2,
+                                    P2=32 * block_size ** 2, uniquenessRatio=5,
+                                    mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+    disp = matcher.compute(to_gray[0], to_gray[1]).astype(np.float32) / 16.0
+    disp[disp < 0] = 0.0
+    return disp
+
+
+def evaluate_sgbm(dataset: Dataset, max_disparity: int, max_samples: int = 0) -> Dict[str, Any]:
+    """Metrics of :func:`sgbm_disparity` on the same images as :func:`evaluate_model`.
+
+    Also reports ``density`` (percent of valid-GT pixels SGBM gave a disparity) and the mean
+    CPU ``latency_ms`` per image.
+    """
+    acc = MetricAccumulator()
+    n = len(dataset) if max_samples <= 0 else min(max_samples, len(dataset))
+    dense, total, elapsed = 0, 0, 0.0
+    for i in range(n):
+        s = _sample(dataset, i)
+        left = s["left"].permute(1, 2, 0).numpy()
+        right = s["right"].permute(1, 2, 0).numpy()
+        t0 = time.perf_counter()
+        pred = sgbm_disparity(left, right, max_disparity)
+        elapsed += time.perf_counter() - t0
+        gt = s["disparity"].numpy()
+        mask = valid_mask(gt, max_disparity, s["valid"].numpy())
+        dense += int((pred[mask] > 0).sum())
+        total += int(mask.sum())
+        acc.update(pred, gt, mask)
+    res = _report(acc)
+    res["density"] = 100.0 * dense / max(total, 1)
+    res["latency_ms"] = 1000.0 * elapsed / max(n, 1)
+    return res
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, height: int, width: int, runs: int = 3,
+               device: str = "cpu") -> float:
+    """Median wall time (ms) of one batch-1 forward at height×width after one warm-up."""
+    was_training = model.training
+    model.eval()
+    x = torch.rand(1, 3, height, width, device=device)
+    times = []
+    try:
+        model(x, x)
+        for _ in range(max(runs, 1)):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(x, x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(1000.0 * (time.perf_counter() - t0))
+    finally:
+        model.train(was_training)
+    return float(np.median(times))
+
+
+def complexity(model: nn.Module, height: int, width: int) -> Dict[str, int]:
+    """Parameter count and conv-only MACs at height×width."""
+    return {"params": count_parameters(model), "macs": count_macs(model, height, width)}
