@@ -16,9 +16,7 @@ Usage (from the repository root, torch CPU)::
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -61,14 +59,9 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls, ms."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(statistics.median(times))
+    from dtp_stereo.timing import time_calls
+
+    return time_calls(fn, repeats, warmup).p50
 
 
 def measure_conv_bound(model: nn.Module, height: int, width: int, *, repeats: int = 10,

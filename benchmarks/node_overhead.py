@@ -61,15 +61,10 @@ def _pair_uint8(height: int, width: int, seed: int) -> np.ndarray:
 
 def bare_latency_ms(backend: Any, images: np.ndarray, repeats: int, warmup: int) -> list:
     """``backend.infer`` latencies (ms) on the float32 version of ``images`` (2×H×W×3 uint8)."""
+    from dtp_stereo.timing import time_calls
+
     left, right = (np.ascontiguousarray(im, dtype=np.float32) / np.float32(255) for im in images)
-    for _ in range(warmup):
-        backend.infer(left, right)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backend.infer(left, right)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
+    return time_calls(lambda: backend.infer(left, right), repeats, warmup).samples
 
 
 def _camera_info(msg_type: Any, header: Any, height: int, width: int, baseline_m: float,

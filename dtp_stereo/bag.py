@@ -8,14 +8,22 @@ Evaluation output bags hold ``/disparity`` (stereo_msgs/DisparityImage) and ``/p
 (sensor_msgs/PointCloud2 x, y, z float32 metres in the left optical frame, NaN = no depth).
 """
 
+import collections
+import dataclasses
 import importlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
+
+from dtp_stereo.ros.conversions import (DELTA_D, ImageConversionError, build_disparity_image,
+                                        build_pointcloud2, image_msg_to_numpy,
+                                        numpy_to_image_msg)
+from dtp_stereo.ros.geometry import StereoCamera, disparity_to_points
+from dtp_stereo.ros.sync import stamp_to_ns
 
 __all__ = ["StereoFrame", "bag_topics", "write_sample_bag", "read_stereo_pairs", "bag_eval",
            "play_bag", "image_to_numpy", "to_rclpy_message", "BASELINE_M", "DEFAULT_TOPICS"]
@@ -29,11 +37,8 @@ DEFAULT_TOPICS = {"left": "/left/image_rect", "right": "/right/image_rect",
                   "gt": "/gt/disparity"}
 IMAGE = "sensor_msgs/msg/Image"
 INFO = "sensor_msgs/msg/CameraInfo"
-# encoding -> (dtype, channels); colour images are returned as RGB.
-_ENCODINGS = {"mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "mono16": (np.uint16, 1),
-              "16UC1": (np.uint16, 1), "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3),
-              "8UC3": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-              "32FC1": (np.float32, 1)}
+DISPARITY = "stereo_msgs/msg/DisparityImage"
+CLOUD = "sensor_msgs/msg/PointCloud2"
 
 
 def _typestore():
@@ -55,60 +60,62 @@ def _writer(path: str, storage: str):
 
 
 def _header(ts, stamp_ns: int, frame_id: str):
-    stamp = ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9,
-                                                      nanosec=stamp_ns % 10**9)
+    time_cls = ts.types["builtin_interfaces/msg/Time"]
+    stamp = time_cls(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
     return ts.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
 
 
-def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+def _blank(ts, typename: str) -> Callable[[], Any]:
+    """A no-argument constructor for a typestore class (its fields are assigned afterwards).
+
+    :mod:`dtp_stereo.ros.conversions` builds messages as ``cls()`` and then sets fields, as
+    rclpy classes allow; rosbags dataclasses need every field in ``__init__``, so this fills
+    the required ones with ``None`` first.
+    """
+    cls = ts.types[typename]
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    return lambda: cls(**dict.fromkeys(required))
+
+
+def _cdr_ready(msg: Any) -> Any:
+    """Turn the ``bytes`` payloads the conversions write into the uint8 arrays rosbags wants."""
+    if isinstance(getattr(msg, "data", None), bytes):
+        msg.data = np.frombuffer(msg.data, dtype=np.uint8)
+    if hasattr(msg, "image"):
+        _cdr_ready(msg.image)
+    return msg
 
 
 def image_to_numpy(msg: Any, topic: str = "image") -> np.ndarray:
-    """Decode a sensor_msgs/Image-like object (honours ``step`` and ``is_bigendian``).
+    """Decode a sensor_msgs/Image-like object with :func:`~.conversions.image_msg_to_numpy`.
 
     Returns:
-        H×W (mono8/mono16/32FC1) or H×W×3 RGB (rgb8/bgr8/rgba8/bgra8; alpha dropped).
+        A C-contiguous H×W (mono8/mono16/32FC1) or H×W×3 RGB (rgb8/bgr8/rgba8/bgra8; alpha
+        dropped) array.
 
     Raises:
-        ValueError: unsupported encoding or a data buffer too small for height × step.
+        ImageConversionError (a ValueError): unsupported encoding or a bad step/buffer; the
+            message starts with ``topic``.
     """
-    enc = str(msg.encoding)
-    if enc not in _ENCODINGS:
-        raise ValueError(f"{topic}: unsupported image encoding {enc!r}; supported: "
-                         f"{', '.join(_ENCODINGS)}")
-    dtype, ch = _ENCODINGS[enc]
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = w * ch * dt.itemsize
-    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
-                        dtype=np.uint8)
-    if step < row_bytes or buf.size < h * step:
-        raise ValueError(f"{topic}: {enc} image {h}x{w} needs step >= {row_bytes} and "
-                         f"{h * step} bytes, got step {step} and {buf.size} bytes")
-    rows = buf[: h * step].reshape(h, step)[:, :row_bytes]
-    img = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch).astype(dtype)
-    if enc in ("bgr8", "bgra8"):
-        img = img[:, :, 2::-1]
-    elif ch == 4:
-        img = img[:, :, :3]
-    return np.ascontiguousarray(img[:, :, 0] if ch == 1 else img)
+    try:
+        return np.ascontiguousarray(image_msg_to_numpy(msg))
+    except ImageConversionError as exc:
+        raise ImageConversionError(f"{topic}: {exc}") from exc
 
 
 def _image_msg(ts, arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
-    arr = np.ascontiguousarray(arr)
-    h, w = arr.shape[:2]
-    return ts.types[IMAGE](header=_header(ts, stamp_ns, frame_id), height=h, width=w,
-                           encoding=encoding, is_bigendian=0, step=arr.strides[0],
-                           data=arr.view(np.uint8).reshape(-1))
+    msg = numpy_to_image_msg(arr, encoding, _header(ts, stamp_ns, frame_id),
+                             msg_cls=_blank(ts, IMAGE))
+    return _cdr_ready(msg)
 
 
 def _camera_info_msgs(ts, height: int, width: int, stamp_ns: int) -> Tuple[Any, Any]:
     """Left/right rectified CameraInfo: fx = fy = 0.8 * width, baseline ``BASELINE_M``."""
     fx, cx, cy = 0.8 * width, (width - 1) / 2.0, (height - 1) / 2.0
     k = np.array([fx, 0, cx, 0, fx, cy, 0, 0, 1], dtype=np.float64)
-    roi = ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
-                                                      width=0, do_rectify=False)
+    roi_cls = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    roi = roi_cls(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     out = []
     for side, tx in (("left", 0.0), ("right", -fx * BASELINE_M)):
         p = np.array([fx, 0, cx, tx, 0, fx, cy, 0, 0, 0, 1, 0], dtype=np.float64)
@@ -144,7 +151,8 @@ def write_sample_bag(path: str, n_frames: int = 20, height: int = 128, width: in
     ts = _typestore()
     gen = SyntheticStereo(height=height, width=width, max_disparity=max_disparity, seed=seed)
     with _writer(path, storage) as writer:
-        types = {"left": IMAGE, "right": IMAGE, "left_info": INFO, "right_info": INFO,
+        # camera_info first in each frame, so a node sees a frame's calibration before its images
+        types = {"left_info": INFO, "right_info": INFO, "left": IMAGE, "right": IMAGE,
                  "gt": IMAGE}
         conns = {k: writer.add_connection(DEFAULT_TOPICS[k], t, typestore=ts)
                  for k, t in types.items()}
@@ -153,11 +161,11 @@ def write_sample_bag(path: str, n_frames: int = 20, height: int = 128, width: in
             sample = gen.sample(i)
             gt = np.where(sample["valid"], sample["disparity"], 0.0).astype(np.float32)
             info_l, info_r = _camera_info_msgs(ts, height, width, stamp)
-            msgs = {"left": (_image_msg(ts, sample["left"], "rgb8", stamp,
+            msgs = {"left_info": (info_l, INFO), "right_info": (info_r, INFO),
+                    "left": (_image_msg(ts, sample["left"], "rgb8", stamp,
                                         "stereo_left_optical_frame"), IMAGE),
                     "right": (_image_msg(ts, sample["right"], "rgb8", stamp,
                                          "stereo_right_optical_frame"), IMAGE),
-                    "left_info": (info_l, INFO), "right_info": (info_r, INFO),
                     "gt": (_image_msg(ts, gt, "32FC1", stamp, "stereo_left_optical_frame"),
                            IMAGE)}
             for key, (msg, typ) in msgs.items():
@@ -232,7 +240,7 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
         for conn, _, raw in reader.messages(connections=conns):
             key = by_topic[conn.topic]
             msg = reader.deserialize(raw, conn.msgtype)
-            stamp = _stamp_ns(msg)
+            stamp = stamp_to_ns(msg.header.stamp)
             if key in infos:
                 latest_info[key] = msg
             pending.setdefault(stamp, {})[key] = msg
@@ -254,27 +262,24 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
             _LOG.warning("rosbag %s: dropped %d unmatched stamps", path, dropped)
 
 
-def _disparity_msgs(ts, disp: np.ndarray, camera, stamp: int, max_disp: float):
-    """DisparityImage and PointCloud2 (x, y, z float32) rosbags messages for one frame."""
-    from dtp_stereo.ros.geometry import disparity_to_points
+def _disparity_msgs(ts, disp: np.ndarray, camera: Any, stamp: int, max_disp: float):
+    """DisparityImage and PointCloud2 (x, y, z float32) rosbags messages for one frame.
 
+    Without a camera the DisparityImage has ``f = t = 0`` and there is no cloud.
+    """
     frame = camera.frame_id if camera is not None else "stereo_left_optical_frame"
-    h, w = disp.shape
-    roi = ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=h,
-                                                      width=w, do_rectify=False)
-    dmsg = ts.types["stereo_msgs/msg/DisparityImage"](
-        header=_header(ts, stamp, frame), image=_image_msg(ts, disp, "32FC1", stamp, frame),
-        f=float(camera.fx) if camera else 0.0, t=float(camera.baseline) if camera else 0.0,
-        valid_window=roi, min_disparity=0.0, max_disparity=float(max_disp), delta_d=1.0 / 16)
+    header = _header(ts, stamp, frame)
+    dmsg = build_disparity_image(
+        disp, header, f=camera.fx if camera else 0.0, t=camera.baseline if camera else 0.0,
+        min_disparity=0.0, max_disparity=float(max_disp), delta_d=DELTA_D,
+        msg_cls=_blank(ts, DISPARITY), image_cls=_blank(ts, IMAGE),
+        roi_cls=_blank(ts, "sensor_msgs/msg/RegionOfInterest"))
     if camera is None:
-        return dmsg, None
-    pts = np.ascontiguousarray(disparity_to_points(disp, camera), dtype=np.float32)
-    field = ts.types["sensor_msgs/msg/PointField"]
-    fields = [field(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate("xyz")]
-    cloud = ts.types["sensor_msgs/msg/PointCloud2"](
-        header=_header(ts, stamp, frame), height=h, width=w, fields=fields, is_bigendian=False,
-        point_step=12, row_step=12 * w, data=pts.view(np.uint8).reshape(-1), is_dense=False)
-    return dmsg, cloud
+        return _cdr_ready(dmsg), None
+    cloud = build_pointcloud2(disparity_to_points(disp, camera), header,
+                              msg_cls=_blank(ts, CLOUD),
+                              field_cls=_blank(ts, "sensor_msgs/msg/PointField"))
+    return _cdr_ready(dmsg), _cdr_ready(cloud)
 
 
 def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"],
@@ -294,7 +299,6 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
     """
     from dtp_stereo.metrics import MetricAccumulator, valid_mask
     from dtp_stereo.preprocess import StereoPreprocessor
-    from dtp_stereo.ros.geometry import StereoCamera
     from dtp_stereo.timing import LatencyStats
 
     prep = StereoPreprocessor(backend.size_divisor, backend.input_size)
@@ -307,11 +311,10 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
     try:
         if writer is not None:
             writer.open()
-            conns["disp"] = writer.add_connection("/disparity", "stereo_msgs/msg/DisparityImage",
+            conns["disp"] = writer.add_connection("/disparity", DISPARITY,
                                                   typestore=ts)
             if left_info_topic and right_info_topic:
-                conns["points"] = writer.add_connection("/points2", "sensor_msgs/msg/PointCloud2",
-                                                        typestore=ts)
+                conns["points"] = writer.add_connection("/points2", CLOUD, typestore=ts)
         frames = read_stereo_pairs(path, left_topic, right_topic, gt_topic, left_info_topic,
                                    right_info_topic)
         for fr in frames:
@@ -336,10 +339,10 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
                 dmsg, cloud = _disparity_msgs(ts, disp, camera, fr.stamp_ns,
                                               backend.max_disparity * geo.scale)
                 writer.write(conns["disp"], fr.stamp_ns,
-                             ts.serialize_cdr(dmsg, "stereo_msgs/msg/DisparityImage"))
+                             ts.serialize_cdr(dmsg, DISPARITY))
                 if cloud is not None and "points" in conns:
                     writer.write(conns["points"], fr.stamp_ns,
-                                 ts.serialize_cdr(cloud, "sensor_msgs/msg/PointCloud2"))
+                                 ts.serialize_cdr(cloud, CLOUD))
             n += 1
     finally:
         if writer is not None:
@@ -390,9 +393,36 @@ def to_rclpy_message(obj: Any, typename: str) -> Any:
     return msg
 
 
+class _Restamper:
+    """Maps recorded header stamps to publish times: the first message of a recorded stamp
+    takes the clock's current time and later messages with that stamp get the same one."""
+
+    def __init__(self, clock: Any, keep: int = 256) -> None:
+        self._clock, self._keep = clock, keep
+        self._stamps: "collections.OrderedDict[int, Any]" = collections.OrderedDict()
+
+    def reset(self) -> None:
+        """Forget the mapping (a new pass over the bag gets new times)."""
+        self._stamps.clear()
+
+    def __call__(self, msg: Any) -> Any:
+        """Restamp ``msg`` (an rclpy message) in place if it has a header; return it."""
+        header = getattr(msg, "header", None)
+        if header is None:
+            return msg
+        recorded = stamp_to_ns(header.stamp)
+        if recorded not in self._stamps:
+            self._stamps[recorded] = self._clock.now().to_msg()
+            if len(self._stamps) > self._keep:
+                self._stamps.popitem(last=False)
+        header.stamp = self._stamps[recorded]
+        return msg
+
+
 def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None,
              loop: bool = False, *, wait_for_subscribers: float = 1.0, qos_depth: int = 100,
-             max_loops: Optional[int] = None) -> int:
+             max_loops: Optional[int] = None, restamp: bool = False,
+             context: Any = None) -> int:
     """Publish a bag's messages live through rclpy at the recorded rate.
 
     Args:
@@ -403,10 +433,16 @@ def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = Non
         wait_for_subscribers: seconds to wait, before publishing, until every publisher
             has a subscriber (DDS discovery); 0 does not wait.
         qos_depth: reliable keep-last depth of the publishers.
+        max_loops: with ``loop``, stop after this many passes.
+        restamp: replace ``header.stamp`` by the current ROS time of the player node when the
+            first message with that recorded stamp is published; messages that shared a
+            recorded stamp (a stereo pair, its camera_info) share the new one, so exact-time
+            synchronizers still pair them and ``receive time - stamp`` is a true latency.
+        context: rclpy context to publish in (default: the global one).
 
     Returns:
-        The number of messages published. ``rclpy`` is initialised here if needed and shut
-        down only if it was initialised here.
+        The number of messages published. ``rclpy`` (the context) is initialised here if
+        needed and shut down only if it was initialised here.
     """
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -414,10 +450,13 @@ def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = Non
 
     if rate < 0:
         raise ValueError(f"play_bag: rate must be >= 0, got {rate}")
-    owns = not rclpy.ok()
+    if not Path(path).exists():
+        raise FileNotFoundError(f"rosbag {path} does not exist")
+    owns = not rclpy.ok(context=context)
     if owns:
-        rclpy.init()
-    node = rclpy.create_node("dtp_bag_player")
+        rclpy.init(context=context)
+    node = rclpy.create_node("dtp_bag_player", context=context)
+    stamper = _Restamper(node.get_clock()) if restamp else None
     count = 0
     try:
         with AnyReader([Path(path)], default_typestore=_typestore()) as reader:
@@ -436,14 +475,16 @@ def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = Non
             passes = 0
             while True:
                 start_wall, first = time.monotonic(), None
+                if stamper is not None:
+                    stamper.reset()
                 for conn, stamp, raw in reader.messages(connections=conns):
                     first = stamp if first is None else first
                     if rate > 0:
                         delay = start_wall + (stamp - first) / 1e9 / rate - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
-                    msg = reader.deserialize(raw, conn.msgtype)
-                    pubs[conn.topic].publish(to_rclpy_message(msg, conn.msgtype))
+                    msg = to_rclpy_message(reader.deserialize(raw, conn.msgtype), conn.msgtype)
+                    pubs[conn.topic].publish(stamper(msg) if stamper is not None else msg)
                     count += 1
                 passes += 1
                 if not loop or (max_loops is not None and passes >= max_loops):
@@ -451,5 +492,5 @@ def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = Non
     finally:
         node.destroy_node()
         if owns:
-            rclpy.shutdown()
+            rclpy.shutdown(context=context)
     return count

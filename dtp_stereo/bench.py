@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dtp_stereo.cli.args import parse_size
+
 __all__ = ["MODEL_ALIASES", "BACKENDS", "MACS_COUNTER", "ModelSpec", "BenchJob",
            "parse_model_spec", "parse_size", "measure", "run_job", "run_benchmark", "add_ratios",
            "host_info"]
@@ -91,17 +93,6 @@ class BenchJob:
     fp16: bool = False
     onnx: Optional[str] = None
     seed: int = 0
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """Parse ``"HxW"`` (pixels) into ``(H, W)``."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"size {text!r} must look like HxW, e.g. 256x512")
-    h, w = int(parts[0]), int(parts[1])
-    if h <= 0 or w <= 0:
-        raise ValueError(f"size {text!r} must be positive")
-    return h, w
 
 
 def parse_model_spec(text: str) -> ModelSpec:

@@ -32,6 +32,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_de
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
+from dtp_stereo.data.formats import colorize_disparity
 from dtp_stereo.preprocess import StereoPreprocessor
 from dtp_stereo.ros import conversions as conv
 from dtp_stereo.ros.diagnostics import StereoDiagnostics, report_to_msg
@@ -42,7 +43,6 @@ from dtp_stereo.ros.sync import stamp_to_ns
 __all__ = ["NODE_NAME", "PARAMETERS", "LIVE_PARAMETERS", "ParamSpec", "StereoNode", "main"]
 
 NODE_NAME = "dtp_stereo_node"
-DELTA_D = 1.0 / 16.0  # reported disparity step (px): sub-pixel regression, as stereo_image_proc
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ class StereoNode(Node):
         disparity = frame.restore(result.disparity)
         confidence = None
         if result.confidence is not None:
-            confidence = frame.restore(result.confidence) / np.float32(frame.scale)
+            confidence = frame.restore(result.confidence, scale_values=False)
         t2 = time.perf_counter()
         with self._live_lock:
             live = dict(self._live)
@@ -358,12 +358,12 @@ class StereoNode(Node):
         if self._wanted("disparity"):
             msgs["disparity"] = conv.build_disparity_image(
                 disparity, header, f=camera.fx, t=camera.baseline, min_disparity=min_d,
-                max_disparity=max_disparity, delta_d=DELTA_D)
+                max_disparity=max_disparity, delta_d=conv.DELTA_D)
         if self._wanted("disparity/image"):
             shown = np.where(disparity >= min_d, disparity, np.float32(np.nan)).astype(np.float32)
             msgs["disparity/image"] = conv.numpy_to_image_msg(shown, "32FC1", header)
         if self._wanted("disparity/color"):
-            color = conv.colorize_disparity(disparity, min_d, max_disparity)
+            color = colorize_disparity(disparity, max_disparity, min_disp=min_d)
             msgs["disparity/color"] = conv.numpy_to_image_msg(color, "bgr8", header)
         want_depth = live["publish_depth"] and self._wanted("depth")
         if want_depth or self._wanted("points2"):

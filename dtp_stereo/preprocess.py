@@ -141,15 +141,18 @@ class Frame:
         """Disparity scale, network -> original pixels: original_width / resized_width."""
         return self.orig_width / self.resized_width
 
-    def restore(self, disp_net: np.ndarray) -> np.ndarray:
+    def restore(self, disp_net: np.ndarray, scale_values: bool = True) -> np.ndarray:
         """Map a network-resolution map back to the original image.
 
         Args:
-            disp_net: net_height × net_width disparity in network pixels.
+            disp_net: net_height × net_width map; a disparity in network pixels, or any
+                per-pixel quantity (e.g. confidence) with ``scale_values=False``.
+            scale_values: multiply the values by :attr:`scale` (original_width /
+                resized_width), as disparities need; False only crops and resamples.
 
         Returns:
-            orig_height × orig_width float32 disparity in original pixels (values scaled
-            by original_width / resized_width; bilinear resampling).
+            orig_height × orig_width float32 map (bilinear resampling); disparities in
+            original pixels when ``scale_values``.
         """
         disp_net = np.asarray(disp_net)
         if disp_net.ndim != 2 or disp_net.shape != (self.net_height, self.net_width):
@@ -159,7 +162,8 @@ class Frame:
         if (self.resized_height, self.resized_width) != (self.orig_height, self.orig_width):
             disp = cv2.resize(disp, (self.orig_width, self.orig_height),
                               interpolation=cv2.INTER_LINEAR)
-            disp = disp * np.float32(self.scale)
+            if scale_values:
+                disp = disp * np.float32(self.scale)
         return np.ascontiguousarray(disp, dtype=np.float32)
 
 

@@ -4,7 +4,7 @@ import collections
 import contextlib
 import math
 import time
-from typing import Any, Deque, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -130,3 +130,27 @@ def timer(device: Union[None, str, Any] = None,
         result.ms = (time.perf_counter() - start) * 1000.0
     if stats is not None:
         stats.record(result.ms)
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 0,
+               device: Union[None, str, Any] = None) -> LatencyStats:
+    """Call ``fn()`` ``warmup`` times untimed, then ``repeats`` times under :func:`timer`.
+
+    Args:
+        fn: the work to time (no arguments).
+        repeats: timed calls (>= 0).
+        warmup: untimed calls first (>= 0).
+        device: torch device the work runs on; CUDA is synchronised around each call.
+
+    Returns:
+        The :class:`LatencyStats` of the timed calls, milliseconds.
+    """
+    if repeats < 0 or warmup < 0:
+        raise ValueError(f"repeats and warmup must be >= 0, got {repeats} and {warmup}")
+    for _ in range(warmup):
+        fn()
+    stats = LatencyStats()
+    for _ in range(repeats):
+        with timer(device, stats):
+            fn()
+    return stats

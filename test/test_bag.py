@@ -206,3 +206,46 @@ def test_play_bag_publishes_through_rclpy(sample_bag, monkeypatch):
         np.testing.assert_array_equal(arr.reshape(H, W, 3), fr.left)
     info = got["info"][0]
     assert info.p[3] == pytest.approx(-0.8 * W * BASELINE_M) and list(info.d) == [0.0] * 5
+
+
+@pytest.mark.ros
+def test_play_bag_restamp_keeps_frames_together(sample_bag, monkeypatch):
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 3) % 200))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    got = {"left": [], "right": [], "info": []}
+    node = rclpy.create_node("test_bag_restamp_sub", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    try:
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(Image, T["left"], got["left"].append, qos)
+        node.create_subscription(Image, T["right"], got["right"].append, qos)
+        node.create_subscription(CameraInfo, T["left_info"], got["info"].append, qos)
+        executor.add_node(node)
+        thread.start()
+        before = time.time_ns()
+        count = play_bag(sample_bag, rate=0.0, topics=[T["left"], T["right"], T["left_info"]],
+                         wait_for_subscribers=10.0, restamp=True, context=context)
+        after = time.time_ns()
+        assert count == 3 * N
+        deadline = time.monotonic() + 5.0
+        while min(len(v) for v in got.values()) < N and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    recorded = [f.stamp_ns for f in _read_all(sample_bag)]
+    left = [_stamp(m) for m in got["left"]]
+    assert len(left) == N and len(set(left)) == N and left == sorted(left)
+    assert [_stamp(m) for m in got["right"]] == left  # a pair keeps one (new) stamp
+    assert [_stamp(m) for m in got["info"]] == left
+    assert all(before <= s <= after for s in left) and not set(left) & set(recorded)

@@ -148,14 +148,6 @@ def test_pointcloud2_without_colour_is_xyz_only():
     np.testing.assert_array_equal(back, pts)
 
 
-def test_colorize_disparity_marks_invalid_black():
-    disp = np.array([[np.nan, 0.0, 10.0, 64.0]], dtype=np.float32)
-    color = conv.colorize_disparity(disp, 1.0, 64.0)
-    assert color.shape == (1, 4, 3) and color.dtype == np.uint8
-    assert (color[0, 0] == 0).all() and (color[0, 1] == 0).all()
-    assert not np.array_equal(color[0, 2], color[0, 3])
-
-
 def test_real_messages_when_available():
     msgs = pytest.importorskip("sensor_msgs.msg")
     stereo = pytest.importorskip("stereo_msgs.msg")

@@ -137,6 +137,16 @@ def test_colorize_disparity():
         formats.colorize_disparity(disp, 0)
 
 
+def test_colorize_disparity_min_disp_marks_below_black():
+    disp = np.array([[np.nan, 0.0, 10.0, 64.0]], dtype=np.float32)
+    color = formats.colorize_disparity(disp, 64.0, min_disp=1.0)
+    assert color.shape == (1, 4, 3) and color.dtype == np.uint8
+    assert (color[0, 0] == 0).all() and (color[0, 1] == 0).all()
+    assert not np.array_equal(color[0, 2], color[0, 3])
+    # without min_disp, 0 is a valid disparity at the bottom of the colour map
+    assert formats.colorize_disparity(disp, 64.0)[0, 1].any()
+
+
 CALIB = """cam0=[3997.684 0 1176.728; 0 3997.684 1011.728; 0 0 1]
 cam1=[3997.684 0 1307.839; 0 3997.684 1011.728; 0 0 1]
 doffs=131.111

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dtp_stereo.metrics import MetricAccumulator, stereo_metrics, valid_mask
-from dtp_stereo.timing import LatencyStats, timer
+from dtp_stereo.timing import LatencyStats, time_calls, timer
 
 
 def test_valid_mask_excludes_nonfinite_nonpositive_out_of_range_and_masked():
@@ -101,3 +101,18 @@ def test_timer_measures_and_records():
         time.sleep(0.02)
     assert 15.0 <= t.ms < 1000.0
     assert stats.samples == [t.ms]
+
+
+def test_time_calls_warms_up_untimed_then_times_each_call():
+    calls = []
+
+    def work():
+        calls.append(1)
+        time.sleep(0.005)
+
+    stats = time_calls(work, repeats=3, warmup=2)
+    assert len(calls) == 5 and stats.count == 3
+    assert all(4.0 <= ms < 1000.0 for ms in stats.samples)
+    assert time_calls(work, repeats=0).count == 0
+    with pytest.raises(ValueError, match="repeats"):
+        time_calls(work, repeats=-1)

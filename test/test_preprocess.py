@@ -97,6 +97,9 @@ def test_preprocessor_fixed_input_size_keeps_aspect():
     restored = frame.restore(np.full((128, 256), 8.0, np.float32))
     assert restored.shape == (120, 320)
     np.testing.assert_allclose(restored, 10.0, rtol=1e-6)
+    confidence = frame.restore(np.full((128, 256), 0.75, np.float32), scale_values=False)
+    assert confidence.shape == (120, 320) and confidence.dtype == np.float32
+    np.testing.assert_allclose(confidence, 0.75, rtol=1e-6)  # resampled, values not scaled
 
 
 def test_preprocessor_errors():

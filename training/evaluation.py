@@ -8,12 +8,12 @@ padded (replicate) and the prediction is cropped back.
 import time
 from typing import Any, Dict, Optional
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from dtp_stereo.baselines import fill_invalid_background, sgbm_disparity
 from dtp_stereo.complexity import count_macs, count_parameters
 from dtp_stereo.metrics import MetricAccumulator, valid_mask
 from dtp_stereo.preprocess import InputPadder
@@ -62,44 +62,28 @@ def evaluate_model(model: nn.Module, dataset: Dataset, max_samples: int = 0,
     return _report(acc)
 
 
-def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int,
-                   block_size: int = 5) -> np.ndarray:
-    """OpenCV semi-global block matching (3-way) on H×W×3 float [0, 1] RGB images.
-
-    Returns:
-        H×W float32 disparity in pixels; pixels SGBM rejects are set to 0.
-    """
-    num_disp = max(16, int(np.ceil(max_disparity / 16.0)) * 16)
-    to_gray = [cv2.cvtColor((np.clip(im, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-               for im in (left, right)]
-    matcher = cv2.StereoSGBM_create(minDisparity=0, numDisparities=num_disp,
-                                    blockSize=block_size, P1=8 * block_size ** 2,
-                                    P2=32 * block_size ** 2, uniquenessRatio=5,
-                                    mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
-    disp = matcher.compute(to_gray[0], to_gray[1]).astype(np.float32) / 16.0
-    disp[disp < 0] = 0.0
-    return disp
-
-
 def evaluate_sgbm(dataset: Dataset, max_disparity: int, max_samples: int = 0) -> Dict[str, Any]:
-    """Metrics of :func:`sgbm_disparity` on the same images as :func:`evaluate_model`.
+    """Metrics of OpenCV SGBM (:func:`dtp_stereo.baselines.sgbm_disparity`) on the same images
+    as :func:`evaluate_model`.
 
-    Also reports ``density`` (percent of valid-GT pixels SGBM gave a disparity) and the mean
-    CPU ``latency_ms`` per image.
+    SGBM's holes are filled as the KITTI devkit does, so its metrics cover every valid pixel like
+    the networks'. Also reports ``density`` (percent of valid-GT pixels SGBM itself matched,
+    before filling) and the mean CPU ``latency_ms`` per image.
     """
     acc = MetricAccumulator()
     n = len(dataset) if max_samples <= 0 else min(max_samples, len(dataset))
     dense, total, elapsed = 0, 0, 0.0
     for i in range(n):
         s = _sample(dataset, i)
-        left = s["left"].permute(1, 2, 0).numpy()
-        right = s["right"].permute(1, 2, 0).numpy()
+        left, right = (np.round(s[k].permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+                       for k in ("left", "right"))
         t0 = time.perf_counter()
-        pred = sgbm_disparity(left, right, max_disparity)
+        raw = sgbm_disparity(left, right, max_disparity, fill=False)
         elapsed += time.perf_counter() - t0
+        pred = fill_invalid_background(raw, ~np.isfinite(raw))
         gt = s["disparity"].numpy()
         mask = valid_mask(gt, max_disparity, s["valid"].numpy())
-        dense += int((pred[mask] > 0).sum())
+        dense += int(np.isfinite(raw[mask]).sum())
         total += int(mask.sum())
         acc.update(pred, gt, mask)
     res = _report(acc)

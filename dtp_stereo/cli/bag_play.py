@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="play again at the end (Ctrl-C)")
     parser.add_argument("--wait", type=float, default=1.0,
                         help="seconds to wait for subscribers before publishing (default 1)")
+    parser.add_argument("--restamp", action="store_true",
+                        help="stamp headers with the current time instead of the recorded "
+                             "stamps (messages that shared a stamp share the new one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         count = play_bag(str(args.bag), rate=args.rate, topics=args.topics, loop=args.loop,
-                         wait_for_subscribers=args.wait)
+                         wait_for_subscribers=args.wait, restamp=args.restamp)
     except (ValueError, FileNotFoundError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

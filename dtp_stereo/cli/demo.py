@@ -2,11 +2,12 @@
 
 Steps: write the synthetic sample bag (exact ground truth) to a temporary folder; start
 :class:`dtp_stereo.node.StereoNode` in-process on a ``MultiThreadedExecutor`` thread; replay
-the bag's stereo pairs and camera_info through rclpy at the recorded rate, restamped with the
-current time so end-to-end latency (receive time - image stamp) is meaningful; subscribe to
-``disparity``, ``points2`` and ``/diagnostics``; print and save a summary (frames, rate,
-latency percentiles, EPE/D1 against the bag's ground truth, dropped pairs), colourised
-disparity PNGs and one point cloud (PLY).
+the bag (stereo pairs, camera_info and ground truth) with :func:`dtp_stereo.bag.play_bag` at the
+recorded rate, restamped with the current time so end-to-end latency (receive time - image
+stamp) is meaningful and the ground truth keeps its frame's stamp; subscribe to ``disparity``,
+``points2``, ``/diagnostics`` and the ground truth; print and save a summary (frames, rate,
+latency percentiles, EPE/D1 against the ground truth, dropped pairs), colourised disparity PNGs
+and one point cloud (PLY). A one-frame bag played first warms the node up and is not counted.
 
 Everything runs on a private rclpy context in a random ROS domain (``ROS_DOMAIN_ID`` when set)
 so it does not disturb other ROS graphs on the machine.
@@ -14,7 +15,6 @@ so it does not disturb other ROS graphs on the machine.
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -26,8 +26,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from dtp_stereo.cli.args import parse_size
+
 PROG = "dtp-stereo demo"
-TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine-cache-dir", default=None,
                         help="ONNX export / TensorRT engine cache (default: backend default)")
     parser.add_argument("--rate", type=float, default=10.0, help="replay rate, Hz (default 10)")
-    parser.add_argument("--size", default="128x256",
+    parser.add_argument("--size", type=parse_size, default=(128, 256),
                         help="sample-bag image HxW in pixels (default 128x256)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU inference threads (default 0 = library default)")
@@ -56,21 +57,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Recorder:
-    """Collects the node's outputs with their receive times (nanoseconds, ROS clock)."""
+    """Collects the node's outputs with their receive times (nanoseconds, ROS clock) and the
+    replayed ground truth by stamp."""
 
-    def __init__(self, node: Any, fqn: str) -> None:
+    def __init__(self, node: Any, fqn: str, gt_topic: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from sensor_msgs.msg import PointCloud2
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image, PointCloud2
         from stereo_msgs.msg import DisparityImage
 
         self.node, self.fqn = node, fqn
         self.lock = threading.Lock()
         self.disparity: List[Any] = []
         self.points: List[Any] = []
+        self.gt: Dict[int, np.ndarray] = {}
         self.diagnostics: Optional[Any] = None
         node.create_subscription(DisparityImage, "disparity", self._on_disp, 50)
         node.create_subscription(PointCloud2, "points2", self._on_points, 50)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        node.create_subscription(Image, gt_topic, self._on_gt, QoSProfile(
+            depth=100, reliability=ReliabilityPolicy.RELIABLE))
 
     def _now(self) -> int:
         return self.node.get_clock().now().nanoseconds
@@ -83,10 +89,25 @@ class _Recorder:
         with self.lock:
             self.points.append((self._now(), msg))
 
+    def _on_gt(self, msg: Any) -> None:
+        from dtp_stereo.ros.conversions import image_msg_to_numpy
+        from dtp_stereo.ros.sync import stamp_to_ns
+
+        gt = np.array(image_msg_to_numpy(msg), dtype=np.float32)
+        with self.lock:
+            self.gt[stamp_to_ns(msg.header.stamp)] = gt
+
     def _on_diag(self, msg: Any) -> None:
         for status in msg.status:
             if status.hardware_id == self.fqn:
                 self.diagnostics = status
+
+    def clear(self) -> None:
+        """Forget everything received so far (after the warm-up)."""
+        with self.lock:
+            self.disparity.clear()
+            self.points.clear()
+            self.gt.clear()
 
 
 def _wait(predicate: Any, timeout: float) -> bool:
@@ -98,42 +119,13 @@ def _wait(predicate: Any, timeout: float) -> bool:
     return False
 
 
-def _publish_frame(node: Any, pubs: Dict[str, Any], frame: Any) -> int:
-    """Publish camera_info, then the image pair of ``frame``, stamped now; return the stamp, ns."""
-    from dtp_stereo.bag import to_rclpy_message
-    from dtp_stereo.ros.conversions import numpy_to_image_msg
-    from dtp_stereo.ros.sync import stamp_to_ns
-
-    stamp = node.get_clock().now().to_msg()
-    for side in ("left", "right"):
-        info = to_rclpy_message(getattr(frame, f"{side}_info"), "sensor_msgs/msg/CameraInfo")
-        info.header.stamp = stamp
-        pubs[f"{side}/camera_info"].publish(info)
-    for side in ("left", "right"):
-        img = getattr(frame, side)
-        msg = numpy_to_image_msg(img, "rgb8" if img.ndim == 3 else "mono8")
-        msg.header.stamp = stamp
-        msg.header.frame_id = getattr(frame, f"{side}_info").header.frame_id
-        pubs[f"{side}/image_rect"].publish(msg)
-    return stamp_to_ns(stamp)
-
-
-def _percentiles(values: List[float]) -> Dict[str, float]:
-    if not values:
-        return {"count": 0, "p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan}
-    arr = np.asarray(values, dtype=np.float64)
-    return {"count": int(arr.size), "p50": float(np.percentile(arr, 50)),
-            "p90": float(np.percentile(arr, 90)), "p99": float(np.percentile(arr, 99)),
-            "max": float(arr.max())}
-
-
-def _write_outputs(out_dir: Path, results: List[Any], frames_by_stamp: Dict[int, Any],
+def _write_outputs(out_dir: Path, results: List[Any], gt_by_stamp: Dict[int, np.ndarray],
                    clouds: List[Any], n_images: int) -> List[str]:
     """Colourised disparity (and ground-truth) PNGs and one PLY; returns the files written."""
     import cv2
 
-    from dtp_stereo.ros.conversions import (colorize_disparity, disparity_image_to_numpy,
-                                            pointcloud2_to_numpy)
+    from dtp_stereo.data.formats import colorize_disparity
+    from dtp_stereo.ros.conversions import disparity_image_to_numpy, pointcloud2_to_numpy
     from dtp_stereo.ros.geometry import write_ply
     from dtp_stereo.ros.sync import stamp_to_ns
 
@@ -142,13 +134,15 @@ def _write_outputs(out_dir: Path, results: List[Any], frames_by_stamp: Dict[int,
     for i, msg in enumerate(results[:n_images]):
         disp, _ = disparity_image_to_numpy(msg)
         path = out_dir / f"disparity_{i:03d}.png"
-        cv2.imwrite(str(path), colorize_disparity(disp, msg.min_disparity, msg.max_disparity))
+        cv2.imwrite(str(path), colorize_disparity(disp, msg.max_disparity,
+                                                  min_disp=msg.min_disparity))
         written.append(str(path))
-        frame = frames_by_stamp.get(stamp_to_ns(msg.header.stamp))
-        if frame is not None and frame.gt is not None:
+        gt = gt_by_stamp.get(stamp_to_ns(msg.header.stamp))
+        if gt is not None:
             gt_path = out_dir / f"gt_{i:03d}.png"
-            gt = np.where(frame.gt > 0, frame.gt, np.nan)
-            cv2.imwrite(str(gt_path), colorize_disparity(gt, msg.min_disparity, msg.max_disparity))
+            shown = np.where(gt > 0, gt, np.nan)
+            cv2.imwrite(str(gt_path), colorize_disparity(shown, msg.max_disparity,
+                                                         min_disp=msg.min_disparity))
             written.append(str(gt_path))
     if clouds:
         points, colors = pointcloud2_to_numpy(clouds[len(clouds) // 2])
@@ -163,23 +157,18 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile
-    from sensor_msgs.msg import CameraInfo, Image
 
-    from dtp_stereo.bag import DEFAULT_TOPICS, read_stereo_pairs, write_sample_bag
+    from dtp_stereo.bag import DEFAULT_TOPICS, play_bag, write_sample_bag
     from dtp_stereo.metrics import MetricAccumulator, valid_mask
     from dtp_stereo.node import StereoNode
     from dtp_stereo.ros.conversions import disparity_image_to_numpy
     from dtp_stereo.ros.sync import stamp_to_ns
+    from dtp_stereo.timing import LatencyStats
 
     if args.frames < 1 or args.rate <= 0:
         print(f"{PROG}: error: --frames and --rate must be positive", file=sys.stderr)
         return 2
-    try:
-        height, width = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        print(f"{PROG}: error: --size must look like 128x256, got {args.size!r}", file=sys.stderr)
-        return 2
+    height, width = args.size
     checkpoint = args.checkpoint
     if checkpoint is None:
         from dtp_stereo.assets import default_model_path
@@ -190,13 +179,11 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
 
-    with tempfile.TemporaryDirectory(prefix="dtp_demo_") as tmp:
-        bag_path = str(Path(tmp) / "sample_bag")
-        write_sample_bag(bag_path, n_frames=args.frames, height=height, width=width,
-                         rate_hz=args.rate)
-        frames = list(read_stereo_pairs(bag_path, DEFAULT_TOPICS["left"], DEFAULT_TOPICS["right"],
-                                        DEFAULT_TOPICS["gt"], DEFAULT_TOPICS["left_info"],
-                                        DEFAULT_TOPICS["right_info"]))
+    tmp = tempfile.TemporaryDirectory(prefix="dtp_demo_")
+    warm_bag, bag_path = str(Path(tmp.name) / "warmup_bag"), str(Path(tmp.name) / "sample_bag")
+    write_sample_bag(warm_bag, n_frames=1, height=height, width=width, rate_hz=args.rate)
+    write_sample_bag(bag_path, n_frames=args.frames, height=height, width=width,
+                     rate_hz=args.rate)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 101))
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
@@ -215,44 +202,31 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
             print(f"{PROG}: error: cannot start the node: {exc}", file=sys.stderr)
             return 2
         load_s = time.perf_counter() - t_load
-        player = rclpy.create_node("dtp_demo_player", context=context)
-        recorder = _Recorder(player, node.get_fully_qualified_name())
-        qos = QoSProfile(depth=10)
-        pubs = {t: player.create_publisher(Image if "image" in t else CameraInfo, t, qos)
-                for t in TOPICS}
+        player = rclpy.create_node("dtp_demo_listener", context=context)
+        recorder = _Recorder(player, node.get_fully_qualified_name(), DEFAULT_TOPICS["gt"])
         executor.add_node(node)
         executor.add_node(player)
         thread.start()
-        _wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 10.0)
         _wait(lambda: node.count_subscribers("disparity") > 0, 10.0)
 
-        warm = _publish_frame(player, pubs, frames[0])  # warm-up, not counted
-        if not _wait(lambda: any(stamp_to_ns(m.header.stamp) == warm
-                                 for _, m in list(recorder.disparity)), 60.0):
+        play_bag(warm_bag, rate=0.0, wait_for_subscribers=10.0, restamp=True, context=context)
+        if not _wait(lambda: bool(recorder.disparity), 60.0):
             print(f"{PROG}: error: no disparity within 60 s of the warm-up frame",
                   file=sys.stderr)
             return 1
         time.sleep(0.2)
-        with recorder.lock:
-            recorder.disparity.clear()
-            recorder.points.clear()
+        recorder.clear()
         base = node.diagnostics.report().as_dict()
 
-        frames_by_stamp: Dict[int, Any] = {}
-        period = 1.0 / args.rate
-        t_start = time.monotonic()
-        for i, frame in enumerate(frames):
-            delay = t_start + i * period - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            frames_by_stamp[_publish_frame(player, pubs, frame)] = frame
-        publish_s = time.monotonic() - t_start
+        n_msgs = play_bag(bag_path, rate=1.0, wait_for_subscribers=10.0, restamp=True,
+                          context=context)
+        n_frames = n_msgs // len(DEFAULT_TOPICS)
 
         def settled() -> bool:
             values = node.diagnostics.report().as_dict()
             done = int(values["frames_out"]) + int(values["dropped_pairs"]) \
                 + int(values.get("errors_total", 0))
-            return done >= int(base["frames_out"]) + len(frames) \
+            return done >= int(base["frames_out"]) + n_frames \
                 and len(recorder.disparity) >= int(values["frames_out"]) - int(base["frames_out"])
 
         _wait(settled, 30.0)
@@ -266,43 +240,49 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
             if n is not None:
                 n.destroy_node()
         rclpy.try_shutdown(context=context)
+        tmp.cleanup()
 
     with recorder.lock:
+        gt_by_stamp = dict(recorder.gt)
         received = [(t, m) for t, m in recorder.disparity
-                    if stamp_to_ns(m.header.stamp) in frames_by_stamp]
+                    if stamp_to_ns(m.header.stamp) in gt_by_stamp]
         clouds = [m for _, m in recorder.points]
-    latencies = [(t - stamp_to_ns(m.header.stamp)) / 1e6 for t, m in received]
+    latency = LatencyStats()
     acc = MetricAccumulator()
-    for _, msg in received:
-        frame = frames_by_stamp[stamp_to_ns(msg.header.stamp)]
+    for t, msg in received:
+        latency.record(max(t - stamp_to_ns(msg.header.stamp), 0) / 1e6)
+        gt = gt_by_stamp[stamp_to_ns(msg.header.stamp)]
         pred, _ = disparity_image_to_numpy(msg)
-        acc.update(pred, frame.gt, valid_mask(frame.gt, msg.max_disparity))
+        acc.update(pred, gt, valid_mask(gt, msg.max_disparity))
     metrics = acc.compute()
     times = [t for t, _ in received]
     rate = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 else 0.0
+    stamps = sorted(gt_by_stamp)
+    publish_rate = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9) \
+        if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
     summary = {
         "backend": node.backend.name, "device": node.backend.device, "checkpoint": checkpoint,
         "image_size": [height, width], "ros_domain_id": domain, "node_start_s": load_s,
-        "frames_published": len(frames), "publish_rate_hz": len(frames) / max(publish_s, 1e-9),
+        "frames_published": n_frames, "publish_rate_hz": publish_rate,
         "disparity_received": len(received), "points2_received": len(clouds),
         "output_rate_hz": rate,
         "dropped_pairs": int(values["dropped_pairs"]) - int(base["dropped_pairs"]),
         "errors": int(values["errors_total"]) - int(base["errors_total"]),
-        "latency_end_to_end_ms": _percentiles(latencies),
+        "latency_end_to_end_ms": latency.summary(),
         "node_inference_ms_p50": float(values["inference_ms_p50"]),
         "node_diagnostics": values, "metrics": metrics,
         "diagnostics_received": None if recorder.diagnostics is None else {
             "level": int.from_bytes(bytes(recorder.diagnostics.level), "little"),
             "message": recorder.diagnostics.message},
     }
-    written = _write_outputs(args.output_dir, [m for _, m in received], frames_by_stamp,
+    written = _write_outputs(args.output_dir, [m for _, m in received], gt_by_stamp,
                              clouds, args.save_images)
     summary["files"] = written
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     lat = summary["latency_end_to_end_ms"]
     print(f"{PROG}: backend {summary['backend']} ({summary['device']}), {checkpoint}")
-    print(f"  frames: published {len(frames)} at {summary['publish_rate_hz']:.1f} Hz, received "
+    print(f"  frames: published {n_frames} at {publish_rate:.1f} Hz, received "
           f"{len(received)} disparity / {len(clouds)} points2, dropped pairs "
           f"{summary['dropped_pairs']}, errors {summary['errors']}")
     print(f"  output rate {rate:.1f} Hz; end-to-end latency (stamp -> received) p50 "

@@ -3,20 +3,10 @@
 import argparse
 import sys
 from pathlib import Path
-from typing import Tuple
+
+from dtp_stereo.cli.args import parse_size
 
 PROG = "dtp-stereo export"
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """Parse ``"HxW"`` (pixels) into ``(H, W)``."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 256x512 (HxW), got {text!r}")
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,18 +5,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+from dtp_stereo.cli.args import parse_size
+
 PROG = "dtp-stereo info"
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """Parse ``HxW`` (pixels) into ``(H, W)``."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW in pixels, e.g. 256x512; got {text!r}")
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """Entry point of ``dtp-stereo``: dispatches to one module per subcommand.
 
-Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
-only when their subcommand runs, so ``dtp-stereo info`` does not import onnxruntime or rclpy.
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
+imported only when their subcommand runs, so ``dtp-stereo info`` does not import onnxruntime or
+rclpy.
 """
 
 import argparse
@@ -11,16 +12,23 @@ from typing import Dict, List, Optional, Tuple
 
 # name -> (module, one-line help)
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
-    "infer": ("dtp_stereo.cli.infer", "run a checkpoint on one stereo pair; write PFM, 16-bit PNG, colour PNG"),
-    "eval": ("dtp_stereo.cli.evaluate", "evaluate a checkpoint on a dataset; print and write JSON metrics"),
-    "info": ("dtp_stereo.cli.info", "describe a checkpoint: model, widths, params, MACs, provenance"),
-    "import-psmnet": ("dtp_stereo.cli.import_psmnet", "convert a public PSMNet checkpoint to dtp_stereo format"),
+    "infer": ("dtp_stereo.cli.infer",
+              "run a checkpoint on one stereo pair; write PFM, 16-bit PNG, colour PNG"),
+    "eval": ("dtp_stereo.cli.evaluate",
+             "evaluate a checkpoint on a dataset; print and write JSON metrics"),
+    "info": ("dtp_stereo.cli.info",
+             "describe a checkpoint: model, widths, params, MACs, provenance"),
+    "import-psmnet": ("dtp_stereo.cli.import_psmnet",
+                      "convert a public PSMNet checkpoint to dtp_stereo format"),
     "export": ("dtp_stereo.cli.export", "export a checkpoint to ONNX and check it against torch"),
-    "bag-eval": ("dtp_stereo.cli.bag_eval", "run a model offline over a rosbag2; metrics and latency"),
+    "bag-eval": ("dtp_stereo.cli.bag_eval",
+                 "run a model offline over a rosbag2; metrics and latency"),
     "bag-play": ("dtp_stereo.cli.bag_play", "publish a rosbag2's topics live through rclpy"),
-    "make-sample-bag": ("dtp_stereo.cli.make_sample_bag", "write a synthetic stereo rosbag2 with ground truth"),
+    "make-sample-bag": ("dtp_stereo.cli.make_sample_bag",
+                        "write a synthetic stereo rosbag2 with ground truth"),
     "bench": ("dtp_stereo.cli.bench", "benchmark models and backends side by side"),
-    "demo": ("dtp_stereo.cli.demo", "the main job: shipped student through the real node on the sample bag"),
+    "demo": ("dtp_stereo.cli.demo",
+             "the main job: shipped student through the real node on the sample bag"),
 }
 
 

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dtp_stereo.cli.export import parse_size
+from dtp_stereo.cli.args import parse_size
 
 PROG = "dtp-stereo make-sample-bag"
 

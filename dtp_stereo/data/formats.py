@@ -273,15 +273,19 @@ def colorize_disparity(
     max_disp: float,
     invalid_mask: Optional[np.ndarray] = None,
     colormap: int = cv2.COLORMAP_TURBO,
+    *,
+    min_disp: Optional[float] = None,
 ) -> np.ndarray:
-    """Colour-code a disparity map for display.
+    """Colour-code a disparity map for display (files, rqt_image_view).
 
     Args:
         disp: H×W disparity in pixels.
         max_disp: disparity mapped to the top of the colour map (pixels, > 0).
         invalid_mask: optional H×W bool, True where the pixel is invalid (drawn black).
             Non-finite disparities are always drawn black.
-        colormap: an OpenCV colour map id (TURBO by default).
+        colormap: an OpenCV colour map id (TURBO by default: near = warm).
+        min_disp: if given, disparities below it (pixels) are invalid (black) and the colour
+            map spans ``[min_disp, max_disp]``; otherwise it spans ``[0, max_disp]``.
 
     Returns:
         H×W×3 uint8 **BGR** image (ready for ``cv2.imwrite`` or a ROS ``bgr8`` image).
@@ -291,10 +295,15 @@ def colorize_disparity(
         raise ValueError(f"colorize_disparity: disparity must be H×W, got shape {d.shape}")
     if not max_disp > 0:
         raise ValueError(f"colorize_disparity: max_disp must be > 0, got {max_disp}")
+    low = 0.0 if min_disp is None else float(min_disp)
     finite = np.isfinite(d)
-    scaled = np.clip(np.where(finite, d, 0.0) * (255.0 / float(max_disp)), 0, 255)
+    span = max(float(max_disp) - low, 1e-6)
+    scaled = np.clip((np.where(finite, d, low) - low) * (255.0 / span), 0, 255)
     out = cv2.applyColorMap(scaled.astype(np.uint8), colormap)
     black = ~finite
+    if min_disp is not None:
+        with np.errstate(invalid="ignore"):
+            black |= d < low
     if invalid_mask is not None:
         invalid_mask = np.asarray(invalid_mask, dtype=bool)
         if invalid_mask.shape != d.shape:
@@ -369,4 +378,3 @@ def read_middlebury_calib(path: PathLike) -> Dict[str, Any]:
     if "doffs" not in calib:
         calib["doffs"] = float(calib["cam1"][0, 2] - calib["cam0"][0, 2])
     return calib
-

@@ -19,6 +19,7 @@ __all__ = [
     "ImageConversionError",
     "UnsupportedEncodingError",
     "ENCODINGS",
+    "DELTA_D",
     "image_msg_to_numpy",
     "image_msg_to_rgb",
     "numpy_to_image_msg",
@@ -26,7 +27,6 @@ __all__ = [
     "disparity_image_to_numpy",
     "build_pointcloud2",
     "pointcloud2_to_numpy",
-    "colorize_disparity",
 ]
 
 # encoding -> (numpy dtype, channels)
@@ -42,6 +42,7 @@ ENCODINGS: Dict[str, Tuple[str, int]] = {
     "32FC1": ("f4", 1),
 }
 _POINTFIELD_FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
+DELTA_D = 1.0 / 16.0  # reported disparity step (px): sub-pixel regression, as stereo_image_proc
 
 
 class ImageConversionError(ValueError):
@@ -90,7 +91,7 @@ def image_msg_to_numpy(msg: Any) -> np.ndarray:
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageConversionError(f"image step {step} is smaller than one row of {width} "
-                                   f"{encoding} pixels ({row_bytes} bytes)")
+                                   f"{encoding} pixels: needs step >= {row_bytes} bytes")
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     if buf.size < step * (height - 1) + row_bytes:
         raise ImageConversionError(f"image data has {buf.size} bytes, expected {step * height} "
@@ -308,22 +309,3 @@ def pointcloud2_to_numpy(msg: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         packed = cloud["rgb"].astype("<f4").view("<u4")
         colors = np.stack([(packed >> s) & 0xFF for s in (16, 8, 0)], axis=-1).astype(np.uint8)
     return points, colors
-
-
-def colorize_disparity(disparity: np.ndarray, min_disparity: float,
-                       max_disparity: float) -> np.ndarray:
-    """Colour map a disparity for viewing (rqt_image_view): H×W×3 uint8 **BGR** (bgr8).
-
-    Values are scaled linearly from ``[min_disparity, max_disparity]`` to the TURBO colour
-    map (near = warm); invalid pixels (non-finite or below ``min_disparity``) are black.
-    """
-    import cv2
-
-    d = np.asarray(disparity, dtype=np.float32)
-    span = max(float(max_disparity) - float(min_disparity), 1e-6)
-    with np.errstate(invalid="ignore"):
-        invalid = ~np.isfinite(d) | (d < min_disparity)
-        scaled = np.clip((np.nan_to_num(d) - min_disparity) * (255.0 / span), 0, 255)
-    color = cv2.applyColorMap(scaled.astype(np.uint8), cv2.COLORMAP_TURBO)
-    color[invalid] = 0
-    return color
