@@ -39,7 +39,7 @@ setup(
             "ros-diagnostic-msgs", "ros-std-msgs", "ros-geometry-msgs",
         ],
         "training": ["torch-pruning>=1.5", "tensorboard>=2.14", "tqdm>=4.66", "matplotlib>=3.8"],
-        "dev": ["pytest>=8"],
+        "dev": ["pytest>=8", "flake8>=7"],
     },
     zip_safe=True,
     maintainer="dtp_stereo developers",

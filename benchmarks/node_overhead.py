@@ -67,16 +67,14 @@ def bare_latency_ms(backend: Any, images: np.ndarray, repeats: int, warmup: int)
     return time_calls(lambda: backend.infer(left, right), repeats, warmup).samples
 
 
-def _camera_info(msg_type: Any, header: Any, height: int, width: int, baseline_m: float,
-                 right: bool) -> Any:
+def _camera_info(header: Any, height: int, width: int, baseline_m: float, right: bool) -> Any:
+    from dtp_stereo.ros.conversions import build_camera_info
+    from dtp_stereo.ros.geometry import StereoCamera
+
     fx = 0.8 * width
-    info = msg_type()
-    info.header = header
-    info.height, info.width = height, width
-    info.k = [fx, 0.0, width / 2.0, 0.0, fx, height / 2.0, 0.0, 0.0, 1.0]
-    info.p = [fx, 0.0, width / 2.0, -fx * baseline_m if right else 0.0,
-              0.0, fx, height / 2.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    return info
+    camera = StereoCamera(width=width, height=height, fx=fx, fy=fx, cx=width / 2.0,
+                          cy=height / 2.0, cx_right=width / 2.0, baseline=baseline_m)
+    return build_camera_info(camera, header, right=right)
 
 
 def node_latency_ms(backend: Any, images: np.ndarray, repeats: int, warmup: int,
@@ -134,7 +132,7 @@ def node_latency_ms(backend: Any, images: np.ndarray, repeats: int, warmup: int,
             header.stamp.sec, header.stamp.nanosec = 1000 + i, 0
             for side in ("left", "right"):
                 pubs[f"{side}/camera_info"].publish(
-                    _camera_info(CameraInfo, header, height, width, 0.1, side == "right"))
+                    _camera_info(header, height, width, 0.1, side == "right"))
             time.sleep(0.005)  # camera_info is cached before the pair arrives
             left_msg = numpy_to_image_msg(images[0], "rgb8", header)
             right_msg = numpy_to_image_msg(images[1], "rgb8", header)

@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dtp_stereo.ros.conversions import (DELTA_D, ImageConversionError, build_disparity_image,
-                                        build_pointcloud2, image_msg_to_numpy,
-                                        numpy_to_image_msg)
+from dtp_stereo.ros.conversions import (DELTA_D, ImageConversionError, build_camera_info,
+                                        build_disparity_image, build_pointcloud2,
+                                        image_msg_to_numpy, numpy_to_image_msg)
 from dtp_stereo.ros.geometry import StereoCamera, disparity_to_points
 from dtp_stereo.ros.sync import stamp_to_ns
 
@@ -112,18 +112,14 @@ def _image_msg(ts, arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str)
 
 def _camera_info_msgs(ts, height: int, width: int, stamp_ns: int) -> Tuple[Any, Any]:
     """Left/right rectified CameraInfo: fx = fy = 0.8 * width, baseline ``BASELINE_M``."""
-    fx, cx, cy = 0.8 * width, (width - 1) / 2.0, (height - 1) / 2.0
-    k = np.array([fx, 0, cx, 0, fx, cy, 0, 0, 1], dtype=np.float64)
-    roi_cls = ts.types["sensor_msgs/msg/RegionOfInterest"]
-    roi = roi_cls(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    out = []
-    for side, tx in (("left", 0.0), ("right", -fx * BASELINE_M)):
-        p = np.array([fx, 0, cx, tx, 0, fx, cy, 0, 0, 0, 1, 0], dtype=np.float64)
-        out.append(ts.types[INFO](
-            header=_header(ts, stamp_ns, f"stereo_{side}_optical_frame"), height=height,
-            width=width, distortion_model="plumb_bob", d=np.zeros(5), k=k, r=np.eye(3).ravel(),
-            p=p, binning_x=0, binning_y=0, roi=roi))
-    return out[0], out[1]
+    fx = 0.8 * width
+    camera = StereoCamera(width=width, height=height, fx=fx, fy=fx, cx=(width - 1) / 2.0,
+                          cy=(height - 1) / 2.0, cx_right=(width - 1) / 2.0,
+                          baseline=BASELINE_M)
+    info_cls, roi_cls = _blank(ts, INFO), _blank(ts, "sensor_msgs/msg/RegionOfInterest")
+    return tuple(build_camera_info(camera, _header(ts, stamp_ns, f"stereo_{side}_optical_frame"),
+                                   right=side == "right", msg_cls=info_cls, roi_cls=roi_cls)
+                 for side in ("left", "right"))
 
 
 def write_sample_bag(path: str, n_frames: int = 20, height: int = 128, width: int = 256,

@@ -24,7 +24,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def module_macs(module: nn.Module, inp: Tensor, out: Tensor) -> int:
-    """MACs of one call of a conv/transposed-conv/linear ``module`` (input ``inp``, output ``out``).
+    """MACs of one call of a conv/transposed-conv/linear ``module``: input ``inp``, output ``out``.
 
     Conv: ``numel(out) × C_in/groups × prod(kernel)``. Transposed conv:
     ``numel(inp) × C_out/groups × prod(kernel)``. Linear: ``numel(out) × in_features``.

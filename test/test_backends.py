@@ -16,19 +16,11 @@ from dtp_stereo.checkpoint import save_checkpoint
 from dtp_stereo.data.synthetic import SyntheticStereo
 from dtp_stereo.export import export_onnx
 from dtp_stereo.models import build_model
+from dtp_test_utils import tiny_dtpnet_config
 
 H, W = 64, 128
-TINY = dict(max_disparity=16, stem=(8, 8, 8), layer1_mids=(8,), layer1_out=8, layer2_mids=(8,),
-            layer2_out=8, fuse=(8, 8), c2d=(8, 4), pre=(8,), hourglass=(8, 8, 8, 8),
-            classifier=8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+TINY = tiny_dtpnet_config(16)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

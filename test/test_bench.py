@@ -15,19 +15,11 @@ from dtp_stereo.cli.bench import format_markdown
 from dtp_stereo.cli.main import main as cli_main
 from dtp_stereo.complexity import count_parameters
 from dtp_stereo.models._registry import build_model
+from dtp_test_utils import tiny_dtpnet_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(max_disparity=32, stem=(8, 8, 8), layer1_mids=(8,), layer1_out=8, layer2_mids=(8,),
-            layer2_out=8, fuse=(8, 8), c2d=(8, 8), pre=(8,), hourglass=(8, 8, 8, 8),
-            classifier=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TINY = tiny_dtpnet_config(32, c2d=(8, 8))
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _load_script(name: str):

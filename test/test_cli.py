@@ -16,10 +16,9 @@ from dtp_stereo.data.formats import read_kitti_disparity, read_pfm, write_image_
 from dtp_stereo.data.synthetic import SyntheticStereo
 from dtp_stereo.metrics import stereo_metrics, valid_mask
 from dtp_stereo.models import build_model
+from dtp_test_utils import tiny_dtpnet_config
 
-TINY = dict(max_disparity=32, stem=(8, 8, 8), layer1_mids=(8,), layer1_out=8, layer2_mids=(8,),
-            layer2_out=8, fuse=(8, 8), c2d=(8, 8), pre=(8,), hourglass=(8, 8, 8, 8),
-            classifier=8)
+TINY = tiny_dtpnet_config(32, c2d=(8, 8))
 H, W = 50, 90  # not multiples of the size divisor: exercises padding and cropping
 
 

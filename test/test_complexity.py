@@ -1,7 +1,6 @@
 """Hand-computed checks of the conv-only MAC counter and the parameter counter."""
 
 import pytest
-import torch
 from torch import nn
 
 from dtp_stereo.complexity import count_macs, count_parameters

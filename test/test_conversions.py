@@ -160,3 +160,18 @@ def test_real_messages_when_available():
     cloud = conv.build_pointcloud2(np.ones((2, 3, 3), np.float32), img.header,
                                    np.zeros((2, 3, 3), np.uint8))
     assert isinstance(cloud, msgs.PointCloud2) and cloud.point_step == 16
+
+
+def test_build_camera_info_round_trips_through_stereo_camera():
+    from dtp_stereo.ros.geometry import StereoCamera
+
+    cam = StereoCamera(width=64, height=32, fx=50.0, fy=51.0, cx=31.5, cy=15.5, cx_right=33.0,
+                       baseline=0.12, frame_id="left_optical")
+    left = conv.build_camera_info(cam, SimpleNamespace(frame_id="left_optical"), msg_cls=_Msg,
+                                  roi_cls=_Msg)
+    right = conv.build_camera_info(cam, SimpleNamespace(frame_id="right_optical"), right=True,
+                                   msg_cls=_Msg, roi_cls=_Msg)
+    assert left.distortion_model == "plumb_bob" and not left.d.any() and left.p[3] == 0.0
+    assert right.p[3] == pytest.approx(-50.0 * 0.12) and right.k[2] == 33.0
+    np.testing.assert_array_equal(left.r, np.eye(3).ravel())
+    assert StereoCamera.from_camera_info(left, right) == cam

@@ -183,7 +183,6 @@ def test_middlebury_calib(tmp_path):
         formats.read_middlebury_calib(tmp_path / "noeq.txt")
 
 
-
 def test_pfm_crlf_header(tmp_path):
     arr = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     path = tmp_path / "crlf.pfm"

@@ -11,12 +11,11 @@ import dtp_stereo.models  # noqa: F401  (registers the architectures)
 from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
 from dtp_stereo.export import export_onnx
 from dtp_stereo.models._registry import build_model
+from dtp_test_utils import tiny_dtpnet_config
 from training.quantize import (SyntheticCalibrationReader, compare_onnx_models, convert_fp16,
                                onnx_input_size, quantize_int8)
 
-TINY = dict(max_disparity=32, stem=(8, 8, 8), layer1_mids=(8,), layer1_out=8, layer2_mids=(8,),
-            layer2_out=8, fuse=(8, 8), c2d=(8, 8), pre=(8,), hourglass=(8, 8, 8, 8),
-            classifier=8)
+TINY = tiny_dtpnet_config(32, c2d=(8, 8))
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ def build_model(name: str, **cfg) -> nn.Module:
     try:
         factory = _MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
+        raise KeyError(f"unknown model {name!r}; registered models: "
+                       f"{', '.join(list_models())}") from None
     model = factory(**cfg)
     model.model_name = name
     return model

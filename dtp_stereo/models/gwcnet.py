@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._registry import register_model
-from .layers import ImageNormalize, check_input_pair, convbn, convbn_3d, make_layer, regress
+from .layers import (ImageNormalize, ResidualTrunk, check_input_pair, convbn_3d,
+                     cost_classifier_3d, cost_regularizer_3d, regress, upsample_cost)
 from .output import StereoOutput
 
 __all__ = ["GwcNet", "GwcNetConfig", "GwcNetStudentConfig", "gwc_volume"]
@@ -65,26 +66,14 @@ class GwcNetStudentConfig(GwcNetConfig):
     num_hourglass: int = 2
 
 
-class GwcFeature(nn.Module):
+class GwcFeature(ResidualTrunk):
     """GwcNet-g feature network: B×3×H×W -> B×10C×H/4×W/4 (concat of layer2, layer3, layer4)."""
 
     def __init__(self, cfg: GwcNetConfig) -> None:
-        super().__init__()
-        c = cfg.base_width
-        self.firstconv = nn.Sequential(
-            convbn(3, c, 3, 2, 1, 1), nn.ReLU(inplace=True),
-            convbn(c, c, 3, 1, 1, 1), nn.ReLU(inplace=True),
-            convbn(c, c, 3, 1, 1, 1), nn.ReLU(inplace=True))
-        self.layer1 = make_layer(c, c, cfg.blocks[0], 1, 1, 1)
-        self.layer2 = make_layer(c, 2 * c, cfg.blocks[1], 2, 1, 1)
-        self.layer3 = make_layer(2 * c, 4 * c, cfg.blocks[2], 1, 1, 1)
-        self.layer4 = make_layer(4 * c, 4 * c, cfg.blocks[3], 1, 1, 2)
+        super().__init__(cfg.base_width, cfg.blocks)
 
     def forward(self, x: Tensor) -> Tensor:
-        l2 = self.layer2(self.layer1(self.firstconv(x)))
-        l3 = self.layer3(l2)
-        l4 = self.layer4(l3)
-        return torch.cat((l2, l3, l4), dim=1)
+        return torch.cat(self.trunk(x), dim=1)
 
 
 class GwcHourglass(nn.Module):
@@ -149,20 +138,14 @@ class GwcNet(nn.Module):
         a = config.agg_width
         self.normalize = ImageNormalize()
         self.feature_extraction = GwcFeature(config)
-        self.dres0 = nn.Sequential(convbn_3d(config.num_groups, a, 3, 1, 1), nn.ReLU(inplace=True),
-                                   convbn_3d(a, a, 3, 1, 1), nn.ReLU(inplace=True))
-        self.dres1 = nn.Sequential(convbn_3d(a, a, 3, 1, 1), nn.ReLU(inplace=True),
-                                   convbn_3d(a, a, 3, 1, 1))
+        self.dres0 = cost_regularizer_3d(config.num_groups, a, final_relu=True)
+        self.dres1 = cost_regularizer_3d(a, a, final_relu=False)
         self.hourglasses = nn.ModuleList(GwcHourglass(a) for _ in range(config.num_hourglass))
         self.classifiers = nn.ModuleList(
-            nn.Sequential(convbn_3d(a, a, 3, 1, 1), nn.ReLU(inplace=True),
-                          nn.Conv3d(a, 1, kernel_size=3, padding=1, stride=1, bias=False))
-            for _ in range(config.num_hourglass + 1))
+            cost_classifier_3d(a) for _ in range(config.num_hourglass + 1))
 
     def _upsample(self, cost: Tensor, size: Tuple[int, int]) -> Tensor:
-        up = F.interpolate(cost, size=(self.max_disparity, size[0], size[1]), mode="trilinear",
-                           align_corners=False)
-        return up.squeeze(1)
+        return upsample_cost(cost, self.max_disparity, size)
 
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
         check_input_pair(left, right, self.size_divisor)

@@ -83,6 +83,58 @@ def make_layer(inplanes: int, planes: int, blocks: int, stride: int, pad: int, d
     return nn.Sequential(*layers)
 
 
+class ResidualTrunk(nn.Module):
+    """PSMNet / GwcNet residual backbone: ``firstconv`` (3 convs, stride 2), ``layer1..layer4``.
+
+    Widths C, C, 2C (stride 2), 4C, 4C (dilation 2); the published attribute names, so
+    subclasses that add their heads keep the public state_dict keys.
+
+    Args:
+        width: C, the stem width.
+        blocks: BasicBlocks in layer1..layer4.
+    """
+
+    def __init__(self, width: int, blocks: Tuple[int, int, int, int]) -> None:
+        super().__init__()
+        c = width
+        self.firstconv = nn.Sequential(
+            convbn(3, c, 3, 2, 1, 1), nn.ReLU(inplace=True),
+            convbn(c, c, 3, 1, 1, 1), nn.ReLU(inplace=True),
+            convbn(c, c, 3, 1, 1, 1), nn.ReLU(inplace=True))
+        self.layer1 = make_layer(c, c, blocks[0], 1, 1, 1)
+        self.layer2 = make_layer(c, 2 * c, blocks[1], 2, 1, 1)
+        self.layer3 = make_layer(2 * c, 4 * c, blocks[2], 1, 1, 1)
+        self.layer4 = make_layer(4 * c, 4 * c, blocks[3], 1, 1, 2)
+
+    def trunk(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """B×3×H×W -> (layer2 B×2C, layer3 B×4C, layer4 B×4C), all at H/4 × W/4."""
+        l2 = self.layer2(self.layer1(self.firstconv(x)))
+        l3 = self.layer3(l2)
+        return l2, l3, self.layer4(l3)
+
+
+def cost_regularizer_3d(in_planes: int, planes: int, final_relu: bool) -> nn.Sequential:
+    """Two 3×3×3 convbn_3d with a ReLU between (PSMNet/GwcNet ``dres0``/``dres1``)."""
+    layers = [convbn_3d(in_planes, planes, 3, 1, 1), nn.ReLU(inplace=True),
+              convbn_3d(planes, planes, 3, 1, 1)]
+    if final_relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def cost_classifier_3d(planes: int) -> nn.Sequential:
+    """convbn_3d-ReLU then a 3×3×3 conv to one channel: B×C×D×H×W -> B×1×D×H×W cost."""
+    return nn.Sequential(convbn_3d(planes, planes, 3, 1, 1), nn.ReLU(inplace=True),
+                         nn.Conv3d(planes, 1, kernel_size=3, padding=1, stride=1, bias=False))
+
+
+def upsample_cost(cost: Tensor, max_disparity: int, size: Tuple[int, int]) -> Tensor:
+    """B×1×D/4×H/4×W/4 cost -> B×D×H×W logits (trilinear, ``align_corners=False``)."""
+    up = F.interpolate(cost, size=(max_disparity, size[0], size[1]), mode="trilinear",
+                       align_corners=False)
+    return up.squeeze(1)
+
+
 class ImageNormalize(nn.Module):
     """Map RGB in [0, 1] (B×3×H×W) to ImageNet-normalised values; buffers are not saved."""
 

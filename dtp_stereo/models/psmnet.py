@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._registry import register_model
-from .layers import ImageNormalize, check_input_pair, convbn, convbn_3d, make_layer, regress
+from .layers import (ImageNormalize, ResidualTrunk, check_input_pair, convbn, convbn_3d,
+                     cost_classifier_3d, cost_regularizer_3d, regress, upsample_cost)
 from .output import StereoOutput
 
 __all__ = ["PSMNet", "PSMNetConfig", "convert_public_psmnet_state_dict"]
@@ -67,20 +68,13 @@ class ClampedAvgPool2d(nn.Module):
         return F.avg_pool2d(x, (kh, kw), stride=(kh, kw))
 
 
-class FeatureExtraction(nn.Module):
+class FeatureExtraction(ResidualTrunk):
     """PSMNet feature network with SPP: B×3×H×W -> B×C×H/4×W/4 (C = base width, 32)."""
 
     def __init__(self, cfg: PSMNetConfig) -> None:
-        super().__init__()
         c = cfg.base_width
-        self.firstconv = nn.Sequential(
-            convbn(3, c, 3, 2, 1, 1), nn.ReLU(inplace=True),
-            convbn(c, c, 3, 1, 1, 1), nn.ReLU(inplace=True),
-            convbn(c, c, 3, 1, 1, 1), nn.ReLU(inplace=True))
-        self.layer1 = make_layer(c, c, cfg.layer1_blocks, 1, 1, 1)
-        self.layer2 = make_layer(c, 2 * c, cfg.layer2_blocks, 2, 1, 1)
-        self.layer3 = make_layer(2 * c, 4 * c, cfg.layer3_blocks, 1, 1, 1)
-        self.layer4 = make_layer(4 * c, 4 * c, cfg.layer4_blocks, 1, 1, 2)
+        super().__init__(c, (cfg.layer1_blocks, cfg.layer2_blocks, cfg.layer3_blocks,
+                             cfg.layer4_blocks))
         for i, k in enumerate((64, 32, 16, 8), start=1):
             setattr(self, f"branch{i}", nn.Sequential(
                 ClampedAvgPool2d(k), convbn(4 * c, c, 1, 1, 0, 1), nn.ReLU(inplace=True)))
@@ -89,8 +83,7 @@ class FeatureExtraction(nn.Module):
             nn.Conv2d(4 * c, c, kernel_size=1, padding=0, stride=1, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
-        out_raw = self.layer2(self.layer1(self.firstconv(x)))
-        out_skip = self.layer4(self.layer3(out_raw))
+        out_raw, _, out_skip = self.trunk(x)
         size = out_skip.shape[-2:]
         branches = [F.interpolate(b(out_skip), size=size, mode="bilinear", align_corners=False)
                     for b in (self.branch4, self.branch3, self.branch2, self.branch1)]
@@ -151,7 +144,7 @@ class PSMNet(nn.Module):
     Returns :class:`StereoOutput`: ``disparity`` = pred3 (B×H×W pixels), ``logits`` = cost3
     trilinearly upsampled to B×D×H×W (before softmax), ``confidence`` (softmax mass within ±2
     of the argmax), ``aux`` = (pred1, pred2) in training mode, ``intermediates``:
-    ``features`` (B×C×H/4×W/4 left), ``cost_volume`` (B×2C×D/4×H/4×W/4).
+    ``features`` / ``features_right`` (B×C×H/4×W/4), ``cost_volume`` (B×2C×D/4×H/4×W/4).
     """
 
     size_divisor = 16
@@ -163,17 +156,14 @@ class PSMNet(nn.Module):
         c = config.base_width
         self.normalize = ImageNormalize()
         self.feature_extraction = FeatureExtraction(config)
-        self.dres0 = nn.Sequential(convbn_3d(2 * c, c, 3, 1, 1), nn.ReLU(inplace=True),
-                                   convbn_3d(c, c, 3, 1, 1), nn.ReLU(inplace=True))
-        self.dres1 = nn.Sequential(convbn_3d(c, c, 3, 1, 1), nn.ReLU(inplace=True),
-                                   convbn_3d(c, c, 3, 1, 1))
+        self.dres0 = cost_regularizer_3d(2 * c, c, final_relu=True)
+        self.dres1 = cost_regularizer_3d(c, c, final_relu=False)
         self.dres2 = Hourglass3D(c)
         self.dres3 = Hourglass3D(c)
         self.dres4 = Hourglass3D(c)
-        for i in (1, 2, 3):
-            setattr(self, f"classif{i}", nn.Sequential(
-                convbn_3d(c, c, 3, 1, 1), nn.ReLU(inplace=True),
-                nn.Conv3d(c, 1, kernel_size=3, padding=1, stride=1, bias=False)))
+        self.classif1 = cost_classifier_3d(c)
+        self.classif2 = cost_classifier_3d(c)
+        self.classif3 = cost_classifier_3d(c)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -186,9 +176,7 @@ class PSMNet(nn.Module):
 
     def _upsample(self, cost: Tensor, size: Tuple[int, int]) -> Tensor:
         """B×1×D/4×H/4×W/4 -> B×D×H×W logits (trilinear)."""
-        up = F.interpolate(cost, size=(self.max_disparity, size[0], size[1]), mode="trilinear",
-                           align_corners=False)
-        return up.squeeze(1)
+        return upsample_cost(cost, self.max_disparity, size)
 
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
         check_input_pair(left, right, self.size_divisor)

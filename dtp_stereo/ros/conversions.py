@@ -27,6 +27,7 @@ __all__ = [
     "disparity_image_to_numpy",
     "build_pointcloud2",
     "pointcloud2_to_numpy",
+    "build_camera_info",
 ]
 
 # encoding -> (numpy dtype, channels)
@@ -309,3 +310,40 @@ def pointcloud2_to_numpy(msg: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         packed = cloud["rgb"].astype("<f4").view("<u4")
         colors = np.stack([(packed >> s) & 0xFF for s in (16, 8, 0)], axis=-1).astype(np.uint8)
     return points, colors
+
+
+def build_camera_info(camera: Any, header: Any, *, right: bool = False, msg_cls: Any = None,
+                      roi_cls: Any = None) -> Any:
+    """A rectified ``sensor_msgs/CameraInfo`` for one side of a stereo pair.
+
+    The inverse of :meth:`dtp_stereo.ros.geometry.StereoCamera.from_camera_info`: plumb_bob
+    with zero distortion, ``R = I``, ``K = [fx 0 cx; 0 fy cy; 0 0 1]`` and
+    ``P = [fx 0 cx Tx; 0 fy cy 0; 0 0 1 0]`` with ``cx = camera.cx_right`` and
+    ``Tx = -fx * baseline`` (pixels·metres) for the right camera, ``Tx = 0`` for the left.
+
+    Args:
+        camera: a ``StereoCamera``-like object (``width``, ``height`` pixels; ``fx``, ``fy``,
+            ``cx``, ``cy``, ``cx_right`` pixels; ``baseline`` metres).
+        header: the message header (stamp, optical frame of that side).
+        right: build the right camera's message.
+        msg_cls, roi_cls: CameraInfo and RegionOfInterest classes (lazily imported if omitted).
+    """
+    cls = msg_cls if msg_cls is not None else _lazy("sensor_msgs.msg", "CameraInfo")
+    roi = roi_cls if roi_cls is not None else _lazy("sensor_msgs.msg", "RegionOfInterest")
+    fx, fy, cy = float(camera.fx), float(camera.fy), float(camera.cy)
+    cx = float(camera.cx_right if right else camera.cx)
+    tx = -fx * float(camera.baseline) if right else 0.0
+    msg = cls()
+    msg.header = header
+    msg.height, msg.width = int(camera.height), int(camera.width)
+    msg.distortion_model = "plumb_bob"
+    msg.d = np.zeros(5, dtype=np.float64)
+    msg.k = np.array([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], dtype=np.float64)
+    msg.r = np.eye(3, dtype=np.float64).reshape(-1)
+    msg.p = np.array([fx, 0.0, cx, tx, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=np.float64)
+    msg.binning_x, msg.binning_y = 0, 0
+    window = roi()
+    window.x_offset, window.y_offset, window.height, window.width = 0, 0, 0, 0
+    window.do_rectify = False
+    msg.roi = window
+    return msg
