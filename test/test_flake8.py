@@ -11,24 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = ("dtp_stereo", "test", "launch", "benchmarks", "training")
-# TEMPORARY: files another helper is still writing; the lead removes this list once they land.
-IN_PROGRESS_EXCLUDES = (
-    "training",
-    "configs",
-    "test/test_losses.py",
-    "test/test_distill.py",
-    "test/test_prune.py",
-    "test/test_pipeline.py",
-    "test/test_resume.py",
-    "test/test_ddp.py",
-)
 
 
 def test_flake8():
     pytest.importorskip("flake8")
     paths = [p for p in CHECKED if (ROOT / p).exists()]
-    cmd = [sys.executable, "-m", "flake8", "--max-line-length", "99",
-           "--extend-exclude", ",".join(str(ROOT / p) for p in IN_PROGRESS_EXCLUDES), *paths]
+    cmd = [sys.executable, "-m", "flake8", "--max-line-length", "99", *paths]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     errors = [line for line in proc.stdout.splitlines() if line.strip()]
     assert proc.returncode in (0, 1), f"flake8 did not run: {proc.stderr}"

@@ -1,6 +1,7 @@
 """Tests of post-training INT8 quantization and FP16 conversion (training/quantize.py)."""
 
 import collections
+import json
 
 import numpy as np
 import onnx
@@ -75,3 +76,38 @@ def test_fp16_conversion_runs(fp32_onnx, tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         quantize_int8(str(tmp_path / "none.onnx"), str(tmp_path / "out.onnx"), 1)
+
+
+def test_dtp_train_quantize_cli_writes_int8_and_json(fp32_onnx, tmp_path, capsys):
+    from training.cli import main
+
+    out, report = tmp_path / "q" / "int8.onnx", tmp_path / "q" / "quant.json"
+    rc = main(["quantize", "--onnx", fp32_onnx, "--output", str(out), "--calib-samples", "2",
+               "--compare", "1", "--repeats", "1", "--threads", "1", "--json", str(report)])
+    assert rc == 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["dtp_stereo.precision"] == "int8"
+    summary = json.loads(report.read_text())
+    assert summary["int8"] == str(out) and summary["input_size"] == "64x128"
+    assert summary["calib_samples"] == 2
+    models = summary["comparison"]["models"]
+    assert set(models) == {"fp32", "int8"}
+    assert models["fp32"]["max_abs_diff_px"] == 0.0
+    for entry in models.values():
+        assert np.isfinite(entry["epe"]) and entry["latency_ms"]["count"] == 1
+        assert entry["latency_ms"]["median"] > 0
+    assert "int8: EPE" in capsys.readouterr().out
+
+
+def test_dtp_train_quantize_cli_without_compare_and_bad_input(fp32_onnx, tmp_path, capsys):
+    from training.cli import main
+
+    report = tmp_path / "quant.json"
+    assert main(["quantize", "--onnx", fp32_onnx, "--output", str(tmp_path / "i8.onnx"),
+                 "--calib-samples", "1", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["comparison"] is None
+    assert main(["quantize", "--onnx", str(tmp_path / "missing.onnx"),
+                 "--output", str(tmp_path / "x.onnx")]) == 1
+    assert "missing.onnx" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["quantize", "--onnx", fp32_onnx, "--output", "x.onnx", "--size", "64by128"])

@@ -5,6 +5,8 @@ Usage::
     dtp-train --config configs/tiny.yaml [--stages distill,prune] [--run-dir D] [--resume]
               [--max-steps N] [key.path=value ...]
     dtp-train report RUN_DIR [RUN_DIR ...] [--out DIR]
+    dtp-train quantize --onnx IN.onnx --output OUT.onnx [--calib-samples N] [--compare [N]]
+                       [--json OUT.json]          (INT8 post-training quantization, see --help)
     torchrun --nproc_per_node 2 -m training.cli --config ...   (data-parallel training)
 """
 
@@ -22,7 +24,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dtp-train", description="Distill-then-prune stereo training pipeline "
         "(teacher -> distill -> prune -> finetune -> eval -> export). "
-        "Use 'dtp-train report RUN_DIR' to plot results.")
+        "Use 'dtp-train report RUN_DIR' to plot results and 'dtp-train quantize --help' for "
+        "INT8 ONNX quantization.")
     p.add_argument("--config", required=True, help="pipeline YAML file (see configs/)")
     p.add_argument("--stages", default=None,
                    help=f"comma-separated subset of {','.join(STAGES)} (default: config stages)")
@@ -60,6 +63,10 @@ def _split_stages(text: Optional[str]) -> Optional[List[str]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``dtp-train``; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "quantize":
+        from training.quantize import main as quantize_main
+
+        return quantize_main(argv[1:])
     if argv and argv[0] == "report":
         from training.plots import report
 

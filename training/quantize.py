@@ -17,12 +17,14 @@ Both files keep the source's ``dtp_stereo.*`` metadata (plus ``dtp_stereo.precis
 import argparse
 import json
 import os
-import statistics
+import sys
 import tempfile
-import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from dtp_stereo.cli.args import parse_size
+from dtp_stereo.timing import time_calls
 
 __all__ = ["SyntheticCalibrationReader", "onnx_input_size", "quantize_int8", "convert_fp16",
            "compare_onnx_models", "main"]
@@ -209,18 +211,6 @@ def convert_fp16(onnx_in: str, onnx_out: str, keep_io_types: bool = True) -> str
     return onnx_out
 
 
-def _latency_ms(backend: Any, left: np.ndarray, right: np.ndarray, repeats: int,
-                warmup: int) -> List[float]:
-    for _ in range(warmup):
-        backend.infer(left, right)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backend.infer(left, right)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
-
-
 def compare_onnx_models(models: Dict[str, str], *, num_samples: int = 4, seed: int = 0,
                         threads: int = 2, repeats: int = 5, warmup: int = 1,
                         input_size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
@@ -237,7 +227,10 @@ def compare_onnx_models(models: Dict[str, str], *, num_samples: int = 4, seed: i
 
     Returns:
         ``{"input_size", "samples", "models": {label: {"epe", "d1", "latency_ms": {median,
-        p90}, "size_mb", "max_abs_diff_px", "mean_abs_diff_px"}}}``.
+        p90, mean, count}, "size_mb", "finite", "max_abs_diff_px", "mean_abs_diff_px"}}}``.
+
+    Raises:
+        ValueError: no models, ``repeats`` < 1, or no input size can be determined.
     """
     from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
     from dtp_stereo.metrics import MetricAccumulator, valid_mask
@@ -245,6 +238,8 @@ def compare_onnx_models(models: Dict[str, str], *, num_samples: int = 4, seed: i
     labels = list(models)
     if not labels:
         raise ValueError("compare_onnx_models: no models given")
+    if repeats < 1:
+        raise ValueError(f"compare_onnx_models: repeats must be >= 1, got {repeats}")
     size = input_size or onnx_input_size(models[labels[0]])
     if size is None:
         raise ValueError("compare_onnx_models: dynamic graph; pass input_size")
@@ -264,32 +259,34 @@ def compare_onnx_models(models: Dict[str, str], *, num_samples: int = 4, seed: i
                        valid_mask(s["disparity"], max_disp, s.get("valid_noc")))
         metrics = acc.compute()
         first = samples[0]
-        times = _latency_ms(backend, first["left_hwc"], first["right_hwc"], repeats, warmup)
+        stats = time_calls(lambda b=backend: b.infer(first["left_hwc"], first["right_hwc"]),
+                           repeats, warmup)
         diffs = [np.abs(p.astype(np.float64) - r)
                  for p, r in zip(preds[label], preds[labels[0]])]
         report["models"][label] = {
             "onnx": models[label], "size_mb": os.path.getsize(models[label]) / 2**20,
             "epe": metrics.get("epe"), "d1": metrics.get("d1"),
-            "latency_ms": {"median": statistics.median(times),
-                           "p90": float(np.percentile(times, 90))},
+            "latency_ms": {"median": stats.p50, "p90": stats.p90, "mean": stats.mean,
+                           "count": stats.count},
             "finite": bool(all(np.isfinite(p).all() for p in preds[label])),
             "max_abs_diff_px": float(max(d.max() for d in diffs)),
             "mean_abs_diff_px": float(np.mean([d.mean() for d in diffs]))}
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``quantize``: INT8 (and optionally FP16) from an ONNX file or a checkpoint; compare."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dtp-train quantize",
                                      description=__doc__.splitlines()[0])
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--onnx", help="float32 ONNX exported by dtp-stereo export")
     src.add_argument("--checkpoint", help="dtp_stereo checkpoint; exported first (fixed size)")
-    parser.add_argument("--size", default="256x512", help="HxW pixels for export/calibration")
+    parser.add_argument("--size", type=parse_size, default=(256, 512),
+                        help="HxW pixels for the export and calibration of dynamic graphs "
+                             "(default 256x512; a fixed-size ONNX uses its own size)")
     parser.add_argument("--output", required=True, help="int8 ONNX file to write")
     parser.add_argument("--fp16-output", default=None, help="also write an fp16 ONNX here")
     parser.add_argument("--calib-samples", type=int, default=32,
-                        help="synthetic calibration pairs")
+                        help="synthetic calibration pairs (default 32)")
     parser.add_argument("--calibrate-method", default="minmax",
                         choices=("minmax", "entropy", "percentile"))
     parser.add_argument("--no-per-channel", action="store_true", help="per-tensor weight scales")
@@ -297,12 +294,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="quantize every supported op "
                              "(default: Conv/ConvTranspose/MatMul/Gemm)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    parser.add_argument("--compare", type=int, default=8,
-                        help="synthetic test pairs for the fp32/int8 comparison (0 = skip)")
+    parser.add_argument("--compare", type=int, nargs="?", const=8, default=0, metavar="N",
+                        help="compare fp32/int8(/fp16) EPE, D1, latency on N synthetic test "
+                             "pairs (N default 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per model")
     parser.add_argument("--threads", type=int, default=2, help="ORT threads for the comparison")
-    parser.add_argument("--report", default=None, help="write the comparison JSON here")
-    args = parser.parse_args(argv)
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    parser.add_argument("--json", default=None, metavar="OUT.json",
+                        help="write the outputs (and the comparison) as JSON here")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dtp-train quantize``: INT8 (and optionally FP16) from an ONNX file or a checkpoint.
+
+    Returns the exit code: 0 on success, 1 when an input file is missing or unusable.
+    """
+    args = _parser().parse_args(argv)
+    if args.calib_samples < 1:
+        print("dtp-train quantize: --calib-samples must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        summary = _run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"dtp-train quantize: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Quantize (and compare) as ``args`` says; returns the JSON summary."""
+    if args.onnx and not os.path.isfile(args.onnx):
+        raise FileNotFoundError(f"ONNX file {args.onnx!r} does not exist")
     with tempfile.TemporaryDirectory(prefix="dtp_quant_export_") as tmp:
         fp32 = args.onnx
         if args.checkpoint:
@@ -310,27 +337,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from dtp_stereo.export import export_onnx
 
             model, _ = load_model(args.checkpoint)
-            fp32 = export_onnx(model, os.path.join(tmp, "fp32.onnx"), h, w)
-        quantize_int8(fp32, args.output, args.calib_samples, input_size=onnx_input_size(fp32)
-                      or (h, w), seed=args.seed, per_channel=not args.no_per_channel,
+            fp32 = export_onnx(model, os.path.join(tmp, "fp32.onnx"), *args.size)
+        size = onnx_input_size(fp32) or args.size
+        quantize_int8(fp32, args.output, args.calib_samples, input_size=size, seed=args.seed,
+                      per_channel=not args.no_per_channel,
                       op_types=None if args.all_ops else DEFAULT_OP_TYPES,
                       calibrate_method=args.calibrate_method)
         print(f"wrote {args.output}")
+        summary: Dict[str, Any] = {
+            "source": args.onnx or args.checkpoint, "int8": args.output,
+            "fp16": args.fp16_output, "input_size": f"{size[0]}x{size[1]}",
+            "calib_samples": args.calib_samples, "calibrate_method": args.calibrate_method,
+            "per_channel": not args.no_per_channel, "all_ops": args.all_ops,
+            "comparison": None}
         models = {"fp32": fp32, "int8": args.output}
         if args.fp16_output:
             convert_fp16(fp32, args.fp16_output)
+            models["fp16"] = args.fp16_output
             print(f"wrote {args.fp16_output}")
         if args.compare > 0:
             report = compare_onnx_models(models, num_samples=args.compare, seed=args.seed,
-                                         threads=args.threads,
-                                         input_size=onnx_input_size(fp32) or (h, w))
+                                         threads=args.threads, repeats=args.repeats,
+                                         input_size=size)
+            if args.checkpoint:  # the temporary export does not outlive this call
+                report["models"]["fp32"]["onnx"] = None
             for label, r in report["models"].items():
                 print(f"{label}: EPE {r['epe']:.3f} px, D1 {r['d1']:.2f} %, ORT CPU median "
                       f"{r['latency_ms']['median']:.1f} ms, {r['size_mb']:.2f} MB, max |diff| "
                       f"vs fp32 {r['max_abs_diff_px']:.2f} px")
-            if args.report:
-                os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
-                with open(args.report, "w", encoding="utf-8") as fh:
-                    json.dump(report, fh, indent=2)
-                print(f"wrote {args.report}")
-    return 0
+            summary["comparison"] = report
+    return summary
