@@ -19,9 +19,10 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dtp_stereo.ros.conversions import (DELTA_D, ImageConversionError, build_camera_info,
+from dtp_stereo.ros.conversions import (ImageConversionError, build_camera_info,
                                         build_disparity_image, build_pointcloud2,
-                                        image_msg_to_numpy, numpy_to_image_msg)
+                                        disparity_output_range, image_msg_to_numpy,
+                                        numpy_to_image_msg)
 from dtp_stereo.ros.geometry import StereoCamera, disparity_to_points
 from dtp_stereo.ros.sync import stamp_to_ns
 
@@ -258,16 +259,21 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
             _LOG.warning("rosbag %s: dropped %d unmatched stamps", path, dropped)
 
 
-def _disparity_msgs(ts, disp: np.ndarray, camera: Any, stamp: int, max_disp: float):
+def _disparity_msgs(ts, disp: np.ndarray, camera: Any, stamp: int,
+                    disp_range: Tuple[float, float]):
     """DisparityImage and PointCloud2 (x, y, z float32) rosbags messages for one frame.
 
-    Without a camera the DisparityImage has ``f = t = 0`` and there is no cloud.
+    ``disp_range`` is ``(max_disparity, delta_d)`` from
+    :func:`~dtp_stereo.ros.conversions.disparity_output_range`. Without a camera the
+    DisparityImage has ``f = t = 0`` and there is no cloud.
     """
     frame = camera.frame_id if camera is not None else "stereo_left_optical_frame"
     header = _header(ts, stamp, frame)
+    off = float(camera.doffs) if camera is not None else 0.0  # Z = f*T/value, as the node
     dmsg = build_disparity_image(
-        disp, header, f=camera.fx if camera else 0.0, t=camera.baseline if camera else 0.0,
-        min_disparity=0.0, max_disparity=float(max_disp), delta_d=DELTA_D,
+        disp + np.float32(off), header, f=camera.fx if camera else 0.0,
+        t=camera.baseline if camera else 0.0, min_disparity=off,
+        max_disparity=float(disp_range[0]) + off, delta_d=float(disp_range[1]),
         msg_cls=_blank(ts, DISPARITY), image_cls=_blank(ts, IMAGE),
         roi_cls=_blank(ts, "sensor_msgs/msg/RegionOfInterest"))
     if camera is None:
@@ -332,8 +338,11 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
                 camera = None
                 if fr.left_info is not None and fr.right_info is not None:
                     camera = StereoCamera.from_camera_info(fr.left_info, fr.right_info)
-                dmsg, cloud = _disparity_msgs(ts, disp, camera, fr.stamp_ns,
-                                              backend.max_disparity * geo.scale)
+                    if (camera.height, camera.width) != disp.shape:  # info at another size
+                        camera = camera.scaled(disp.shape[1], disp.shape[0])
+                dmsg, cloud = _disparity_msgs(
+                    ts, disp, camera, fr.stamp_ns,
+                    disparity_output_range(backend.max_disparity, geo.scale))
                 writer.write(conns["disp"], fr.stamp_ns,
                              ts.serialize_cdr(dmsg, DISPARITY))
                 if cloud is not None and "points" in conns:

@@ -274,11 +274,16 @@ def read_torch_file(path: PathLike) -> Any:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+        if "global" in str(exc).lower():  # weights_only refused a class/function reference
             raise CheckpointError(
                 f"checkpoint {path}: the file contains pickled Python objects/code; refusing to "
                 "load (only tensors and plain containers are accepted)") from None
-        raise CheckpointError(f"checkpoint {path}: corrupt pickle data: {exc}") from None
+        kind = "a zip archive" if zipfile.is_zipfile(path) else "not a zip archive"
+        detail = next((line.strip() for line in str(exc).splitlines()
+                       if "unsupported" in line.lower()), "unpickling failed")
+        raise CheckpointError(
+            f"checkpoint {path}: not a readable PyTorch file ({kind}; truncated, corrupt or "
+            f"another format): {detail}") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError,
             IndexError, TypeError) as exc:
         kind = "a zip archive" if zipfile.is_zipfile(path) else "not a zip archive"

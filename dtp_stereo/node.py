@@ -10,9 +10,14 @@ Threading: the two image topics are synchronized (``message_filters`` when impor
 :mod:`dtp_stereo.ros.sync`); camera_info messages are cached (same stamp preferred, else the
 latest). Each synchronized pair goes to a single-slot buffer consumed by one worker thread, so
 inference never queues: a pair replaced before it was processed is dropped and counted.
-Outputs carry the left image header. Bad input (unsupported encoding, empty or mismatched
-images, missing camera_info or one without baseline) raises an ERROR diagnostic and a throttled
-log; the node keeps running.
+Outputs carry the left image header. DisparityImage: ``f`` and ``T`` from the right camera_info
+scaled to the output (= input image) resolution, ``max_disparity`` = (D - 1) x the resize
+scale, ``delta_d`` = 1/16 px x that scale, values ``d + doffs`` (``cx_right - cx_left``, as
+stereo_image_proc, so Z = f * T / value), invalid pixels written below ``min_disparity``, and
+``valid_window`` = the whole image (see
+:func:`dtp_stereo.ros.conversions.build_disparity_image` for why). Bad input (unsupported
+encoding, empty or mismatched images, missing camera_info or one without baseline) raises an
+ERROR diagnostic and a throttled log; the node keeps running.
 """
 
 import threading
@@ -147,10 +152,14 @@ class StereoNode(Node):
             reason = _validate(name, value)
             if reason:
                 raise ValueError(f"{self.get_name()}: parameter {reason}")
+        if (p["input_width"] > 0) != (p["input_height"] > 0):
+            raise ValueError(f"{self.get_name()}: parameters input_width and input_height must "
+                             f"be set together (got {p['input_width']}x{p['input_height']})")
         self._live = {name: p[name] for name in LIVE_PARAMETERS}
         self._live_lock = threading.Lock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+        self._model_source = "backend given by the caller"
         self.backend = backend if backend is not None else self._create_backend(p)
         input_size = getattr(self.backend, "input_size", None)
         if input_size is None and p["input_width"] > 0 and p["input_height"] > 0:
@@ -158,9 +167,13 @@ class StereoNode(Node):
         self._pre = StereoPreprocessor(self.backend.size_divisor, input_size,
                                        p["max_width"] or None)
         self.diagnostics = StereoDiagnostics(p["latency_budget_ms"])
+        model = getattr(self.backend, "model_name", type(self.backend).__name__)
         for key, value in (("backend", self.backend.name), ("device", self.backend.device),
+                           ("model", f"{model} ({self._model_source})"),
                            ("max_disparity_px", self.backend.max_disparity),
-                           ("input_size", input_size or "native (padded)")):
+                           ("input_size", f"{input_size[0]}x{input_size[1]}" if input_size
+                            else f"native, padded to /{self.backend.size_divisor}"
+                            + (f", max width {p['max_width']}" if p["max_width"] else ""))):
             self.diagnostics.set_value(key, value)
 
         out_qos = QoSProfile(depth=5)
@@ -182,6 +195,7 @@ class StereoNode(Node):
                                      lambda msg, s=side: self._on_info(s, msg), in_qos)
         self._sync = self._make_sync(p, in_qos)
 
+        self._net_height, self._net_width = 0, 0
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._run_worker, name="dtp_stereo_inference",
                                         daemon=True)
@@ -214,6 +228,7 @@ class StereoNode(Node):
             from dtp_stereo.assets import default_model_path
 
             checkpoint = str(default_model_path())
+        self._model_source = p["onnx_path"] or checkpoint
         size = (p["input_height"], p["input_width"]) if p["input_width"] and p["input_height"] \
             else None
         return create_backend(p["backend"], checkpoint, onnx=p["onnx_path"] or None,
@@ -327,6 +342,9 @@ class StereoNode(Node):
         camera = self._camera_for(left_msg, w, h)
         t1 = time.perf_counter()
         net_left, net_right, frame = self._pre.prepare(left, right)
+        if frame.net_width != self._net_width or frame.net_height != self._net_height:
+            self._net_height, self._net_width = frame.net_height, frame.net_width
+            self.diagnostics.set_value("network_input", f"{frame.net_height}x{frame.net_width}")
         result = self.backend.infer(net_left, net_right)
         disparity = frame.restore(result.disparity)
         confidence = None
@@ -336,7 +354,8 @@ class StereoNode(Node):
         with self._live_lock:
             live = dict(self._live)
         msgs = self._build_outputs(left_msg.header, left, disparity, confidence, camera, live,
-                                   float(self.backend.max_disparity) * frame.scale)
+                                   *conv.disparity_output_range(self.backend.max_disparity,
+                                                                frame.scale))
         t3 = time.perf_counter()
         for topic, msg in msgs.items():
             self._pubs[topic].publish(msg)
@@ -352,13 +371,18 @@ class StereoNode(Node):
 
     def _build_outputs(self, header: Any, left_rgb: np.ndarray, disparity: np.ndarray,
                        confidence: Optional[np.ndarray], camera: StereoCamera,
-                       live: Dict[str, Any], max_disparity: float) -> Dict[str, Any]:
+                       live: Dict[str, Any], max_disparity: float,
+                       delta_d: float) -> Dict[str, Any]:
         min_d = float(live["min_disparity"])
         msgs: Dict[str, Any] = {}
         if self._wanted("disparity"):
+            # as stereo_image_proc, the message holds d + doffs (doffs = cx_right - cx_left, 0
+            # for standard rectification) so that Z = f * T / value matches points2 and depth
+            off = float(camera.doffs)
             msgs["disparity"] = conv.build_disparity_image(
-                disparity, header, f=camera.fx, t=camera.baseline, min_disparity=min_d,
-                max_disparity=max_disparity, delta_d=conv.DELTA_D)
+                disparity + np.float32(off) if off else disparity, header, f=camera.fx,
+                t=camera.baseline, min_disparity=min_d + off, max_disparity=max_disparity + off,
+                delta_d=delta_d)
         if self._wanted("disparity/image"):
             shown = np.where(disparity >= min_d, disparity, np.float32(np.nan)).astype(np.float32)
             msgs["disparity/image"] = conv.numpy_to_image_msg(shown, "32FC1", header)
@@ -388,7 +412,9 @@ class StereoNode(Node):
         """diagnostic_updater task: copy the report into its DiagnosticStatusWrapper."""
         self.diagnostics.set_value("sync_evicted", getattr(self._sync, "dropped", "n/a"))
         report = self.diagnostics.report()
-        stat.summary(report.level, report.message)
+        # DiagnosticStatus.level is a ROS byte: an int is accepted by the setter but
+        # serialized as garbage, so pass bytes (as DiagnosticStatus.OK/WARN/ERROR are)
+        stat.summary(bytes([report.level]), report.message)
         for key, value in report.values:
             stat.add(key, value)
         return stat

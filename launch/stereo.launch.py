@@ -23,13 +23,16 @@ ARGUMENTS = [
     ("backend", "", "override: auto | torch | onnxruntime | tensorrt (empty = params_file)"),
     ("checkpoint", "", "override: checkpoint path (empty = params_file / shipped model)"),
     ("engine_cache_dir", "", "override: TensorRT engine cache folder (empty = params_file)"),
+    ("onnx_path", "", "override: exported ONNX file (empty = params_file / export on demand)"),
+    ("device", "", "override: cpu | cuda (empty = params_file)"),
+    ("fp16", "", "override: true | false, half precision on CUDA (empty = params_file)"),
     ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
     ("left_image", "left/image_rect", "left rectified image topic"),
     ("right_image", "right/image_rect", "right rectified image topic"),
     ("left_info", "left/camera_info", "left camera_info topic"),
     ("right_info", "right/camera_info", "right camera_info topic"),
 ]
-OVERRIDES = ("backend", "checkpoint", "engine_cache_dir")
+OVERRIDES = ("backend", "checkpoint", "engine_cache_dir", "onnx_path", "device")
 
 
 def _node(context):
@@ -37,6 +40,8 @@ def _node(context):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
+    if arg("fp16"):
+        overrides["fp16"] = arg("fp16").lower() in ("true", "1", "yes")
     overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
     return [Node(
         package="dtp_stereo",

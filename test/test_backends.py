@@ -169,6 +169,23 @@ def test_auto_falls_back_with_warning(no_tensorrt, onnx_fixed, checkpoint, monke
         create_backend("auto", None, onnx=onnx_fixed)
 
 
+def test_auto_skips_tensorrt_without_fixed_size_or_when_it_fails(no_tensorrt, model, onnx_fixed,
+                                                                 monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(trt_mod, "tensorrt_available", lambda: True)  # "a GPU with TensorRT"
+    dynamic = export_onnx(model, str(tmp_path / "dyn.onnx"), H, W, dynamic=True)
+    with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends"):
+        b = create_backend("auto", None, onnx=dynamic)
+    assert b.name == "onnxruntime" and "fixed network input size" in caplog.text
+    caplog.clear()
+    # fixed-size graph: TensorRT is tried; its failure (no tensorrt module here) falls back
+    with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends"):
+        b = create_backend("auto", None, onnx=onnx_fixed)
+    assert b.name == "onnxruntime" and b.input_size == (H, W)
+    assert "tensorrt Python package" in caplog.text and "using onnxruntime" in caplog.text
+    with pytest.raises(BackendError, match="tensorrt Python package"):
+        create_backend("tensorrt", None, onnx=onnx_fixed)  # explicit choice: no fallback
+
+
 def test_torch_options_channels_last_and_cpu_fp16(model, pair, caplog):
     ref = TorchBackend(model).infer(*pair).disparity
     cl = TorchBackend(build_model("dtpnet", **TINY), channels_last=True)

@@ -133,7 +133,9 @@ def test_missing_file(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-@pytest.mark.parametrize("content", [b"hello, I am text", b"", b"PK\x03\x04broken"])
+# b"not a checkpoint" fails weights_only unpickling ("Unsupported operand"): still not code
+@pytest.mark.parametrize("content", [b"hello, I am text", b"", b"PK\x03\x04broken",
+                                     b"not a checkpoint"])
 def test_not_a_torch_file(tmp_path, content):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
@@ -153,6 +155,10 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"format": FORMAT, "thing": NotAllowed()}, path)
     with pytest.raises(CheckpointError, match=r"evil\.pt: the file contains pickled Python "
                                               r"objects/code; refusing to load"):
+        load_checkpoint(path)
+    torch.save({"format": FORMAT, "thing": NotAllowed()}, path,
+               _use_new_zipfile_serialization=False)  # legacy (non-zip) format too
+    with pytest.raises(CheckpointError, match=r"evil\.pt: the file contains pickled Python"):
         load_checkpoint(path)
 
 

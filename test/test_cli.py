@@ -163,10 +163,11 @@ def test_info_json(tiny_ckpt, capsys):
     assert info["parameters"] == count_parameters(model)
     assert info["model_config"]["hourglass"] == [8, 8, 8, 8]
     assert info["macs"] > 0 and info["macs_size"] == [64, 96]
+    assert info["mac_counter"].startswith("conv-only")
     assert info["provenance"]["data"] == "none (test)"
     rc = main(["info", str(tiny_ckpt), "--size", "32x32"])
     out = capsys.readouterr().out
-    assert rc == 0 and "dtpnet" in out and "MACs" in out
+    assert rc == 0 and "dtpnet" in out and "MACs" in out and "MAC counter    conv-only" in out
 
 
 def test_info_missing_checkpoint(tmp_path, capsys):

@@ -175,3 +175,12 @@ def test_build_camera_info_round_trips_through_stereo_camera():
     assert right.p[3] == pytest.approx(-50.0 * 0.12) and right.k[2] == 33.0
     np.testing.assert_array_equal(left.r, np.eye(3).ravel())
     assert StereoCamera.from_camera_info(left, right) == cam
+
+
+def test_disparity_output_range_is_d_minus_one_scaled():
+    assert conv.disparity_output_range(192) == (191.0, conv.DELTA_D)
+    max_d, step = conv.disparity_output_range(64, scale=2.5)  # network at 1/2.5 of the width
+    assert max_d == pytest.approx(63 * 2.5) and step == pytest.approx(2.5 * conv.DELTA_D)
+    for bad in ((0, 1.0), (16, 0.0), (16, float("nan"))):
+        with pytest.raises(ValueError, match="disparity_output_range"):
+            conv.disparity_output_range(*bad)

@@ -6,8 +6,10 @@ backends with known outputs (exact geometry checks) or a deliberate delay (overl
 """
 
 import os
+import sys
 import threading
 import time
+import types
 import uuid
 
 import numpy as np
@@ -16,9 +18,10 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("stereo_msgs.msg")
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from stereo_msgs.msg import DisparityImage  # noqa: E402
 
@@ -109,12 +112,13 @@ class Harness:
         self.executor.remove_node(self.node)
         self.node.destroy_node()
 
-    def info(self, side, stamp, width=W, height=H, baseline=BASELINE):
+    def info(self, side, stamp, width=W, height=H, baseline=BASELINE, doffs=0.0):
         msg = CameraInfo()
         msg.header.stamp, msg.header.frame_id = stamp, "cam_left"
         msg.width, msg.height = width, height
         s = width / W
         fx, cx, cy = FX * s, (width - 1) / 2, (height - 1) / 2
+        cx += doffs if side == "right" else 0.0  # doffs = cx_right - cx_left
         msg.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
         tx = -fx * baseline if side == "right" else 0.0
         msg.p = [fx, 0.0, cx, tx, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -189,8 +193,9 @@ def test_torch_backend_outputs_consistent_geometry(ros, harness_factory, tmp_pat
     for msg in (disp_msg, cloud, h.got["depth"][0]):
         assert msg.header.stamp == stamp and msg.header.frame_id == "cam_left"
     assert disp_msg.f == pytest.approx(FX) and disp_msg.t == pytest.approx(BASELINE)
-    assert disp_msg.max_disparity == pytest.approx(16.0) and disp_msg.min_disparity == 0.0
-    assert disp_msg.delta_d > 0
+    # soft-argmax over planes 0..D-1: the largest reportable disparity is D - 1 = 15 px
+    assert disp_msg.max_disparity == pytest.approx(15.0) and disp_msg.min_disparity == 0.0
+    assert disp_msg.delta_d == pytest.approx(conv.DELTA_D)
     win = disp_msg.valid_window
     assert (win.x_offset, win.y_offset, win.width, win.height) == (0, 0, W, H)
     disp, valid = conv.disparity_image_to_numpy(disp_msg)
@@ -204,6 +209,12 @@ def test_torch_backend_outputs_consistent_geometry(ros, harness_factory, tmp_pat
     assert np.isnan(points[~ok]).all()
     wait_for(lambda: h.last_diag() is not None and h.diag_values()["frames_out"] == "1")
     assert h.last_diag().level == DiagnosticStatus.OK
+    values = h.diag_values()
+    assert values["model"] == f"dtpnet ({ckpt})" and values["backend"] == "torch"
+    assert values["device"] == "cpu" and values["network_input"] == f"{H}x{W}"
+    for key in ("rate_hz", "dropped_pairs", "end_to_end_ms_p50", "convert_ms_p50",
+                "inference_ms_p50", "postprocess_ms_p50", "publish_ms_p50"):
+        assert key in values
 
 
 def test_known_disparity_gives_z_f_t_over_d_and_scaled_camera(harness_factory):
@@ -213,7 +224,7 @@ def test_known_disparity_gives_z_f_t_over_d_and_scaled_camera(harness_factory):
     wait_for(lambda: h.got["disparity"] and h.got["points2"] and h.got["confidence"])
     disp_msg = h.got["disparity"][0]
     assert disp_msg.f == pytest.approx(FX) and disp_msg.t == pytest.approx(BASELINE)
-    assert disp_msg.max_disparity == pytest.approx(48.0)
+    assert disp_msg.max_disparity == pytest.approx(47.0)  # D - 1 (no resize)
     disp, valid = conv.disparity_image_to_numpy(disp_msg)
     ramp = np.linspace(2.0, 40.0, W, dtype=np.float32)
     np.testing.assert_allclose(disp[10, 3:], ramp[3:], rtol=1e-6)
@@ -226,6 +237,44 @@ def test_known_disparity_gives_z_f_t_over_d_and_scaled_camera(harness_factory):
     assert np.isnan(points[:, :3]).all()
     conf = conv.image_msg_to_numpy(h.got["confidence"][0])
     np.testing.assert_allclose(conf, 0.5)
+
+
+def test_resized_network_input_rescales_disparity_and_range(harness_factory):
+    # max_width W/2: the network runs at half size, outputs come back at the input size
+    h = harness_factory(backend=FakeBackend(), params={"max_width": W // 2})
+    h.publish()
+    wait_for(lambda: h.got["disparity"] and h.got["points2"])
+    msg = h.got["disparity"][0]
+    assert (msg.image.width, msg.image.height) == (W, H)
+    assert msg.max_disparity == pytest.approx(2 * 47.0)  # (D - 1) x scale 2
+    assert msg.delta_d == pytest.approx(2 * conv.DELTA_D)
+    assert msg.f == pytest.approx(FX) and msg.t == pytest.approx(BASELINE)
+    disp, valid = conv.disparity_image_to_numpy(msg)
+    # network ramp 2..40 px over W/2 columns; input column u samples network x = (u+.5)/2-.5
+    x = (W // 2 + 0.5) / 2 - 0.5
+    assert disp[H // 2, W // 2] == pytest.approx(2 * (2.0 + 38.0 * x / (W // 2 - 1)), rel=1e-4)
+    assert disp[H // 2, W - 1] == pytest.approx(80.0, rel=1e-4)
+    points, _ = conv.pointcloud2_to_numpy(h.got["points2"][0])
+    ok = valid & (disp > 0)
+    np.testing.assert_allclose(points[..., 2][ok], FX * BASELINE / disp[ok], rtol=1e-4)
+    wait_for(lambda: h.last_diag() is not None and "network_input" in h.diag_values())
+    assert h.diag_values()["network_input"] == f"{H // 2}x{W // 2}"
+
+
+def test_principal_point_offset_is_folded_into_disparity_image(harness_factory):
+    h = harness_factory(backend=FakeBackend())
+    h.publish(info_kw={"doffs": 4.0})
+    wait_for(lambda: h.got["disparity"] and h.got["points2"])
+    msg = h.got["disparity"][0]
+    assert msg.min_disparity == 4.0 and msg.max_disparity == pytest.approx(47.0 + 4.0)
+    disp, valid = conv.disparity_image_to_numpy(msg)
+    ramp = np.linspace(2.0, 40.0, W, dtype=np.float32)
+    np.testing.assert_allclose(disp[10, 3:], ramp[3:] + 4.0, rtol=1e-6)
+    assert not valid[:, :3].any() and valid[:, 3:].all()
+    points, _ = conv.pointcloud2_to_numpy(h.got["points2"][0])
+    # a DisparityImage consumer's Z = f * T / value equals the published points' z
+    np.testing.assert_allclose(points[..., 2][valid], msg.f * msg.t / disp[valid], rtol=1e-5)
+    assert np.isnan(points[~valid]).all()
 
 
 def test_live_parameters(harness_factory):
@@ -315,3 +364,93 @@ def test_parameter_table_matches_declared_parameters(harness_factory):
         assert desc.description and desc.read_only == p.read_only
         if p.range is not None:
             assert desc.floating_point_range or desc.integer_range
+
+
+def _fake_message_filters(calls):
+    """A stand-in with message_filters' Python API (Subscriber(node, type, topic, **kw),
+    TimeSynchronizer(fs, queue_size), ApproximateTimeSynchronizer(fs, queue_size, slop))."""
+    from dtp_stereo.ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer
+
+    class Subscriber:
+        def __init__(self, node, msg_type, topic, **kwargs):
+            calls.append(("Subscriber", topic, kwargs))
+            self.targets = []
+            self.sub = node.create_subscription(
+                msg_type, topic, lambda m: [t(m) for t in self.targets], kwargs["qos_profile"])
+
+    class _Sync:
+        def __init__(self, fs, impl):
+            self.impl = impl
+            for i, f in enumerate(fs):
+                f.targets.append(lambda m, i=i: impl.add(i, m))
+
+        def registerCallback(self, cb):  # noqa: N802 (message_filters' name)
+            self.impl.register_callback(cb)
+
+    def exact(fs, queue_size):
+        calls.append(("TimeSynchronizer", queue_size))
+        return _Sync(fs, ExactTimeSynchronizer(len(fs), queue_size))
+
+    def approximate(fs, queue_size, slop):
+        calls.append(("ApproximateTimeSynchronizer", queue_size, slop))
+        return _Sync(fs, ApproximateTimeSynchronizer(len(fs), queue_size, slop))
+
+    mod = types.ModuleType("message_filters")
+    mod.Subscriber, mod.TimeSynchronizer = Subscriber, exact
+    mod.ApproximateTimeSynchronizer = approximate
+    return mod
+
+
+def _fake_diagnostic_updater():
+    """A stand-in with diagnostic_updater's Python API; the status wrapper is a real
+    DiagnosticStatus subclass, so a wrongly typed level is caught on the wire."""
+
+    class Wrapper(DiagnosticStatus):
+        def summary(self, level, message):
+            self.level, self.message = level, message
+
+        def add(self, key, value):
+            self.values.append(KeyValue(key=key, value=str(value)))
+
+    class Updater:
+        def __init__(self, node, period=1.0):
+            self.tasks, self.hwid = [], ""
+            self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.timer = node.create_timer(period, self.force_update)
+
+        def setHardwareID(self, hwid):  # noqa: N802 (diagnostic_updater's name)
+            self.hwid = hwid
+
+        def add(self, name, task):
+            self.tasks.append((name, task))
+
+        def force_update(self):
+            array = DiagnosticArray()
+            for name, task in self.tasks:
+                stat = task(Wrapper())
+                stat.name, stat.hardware_id = name, self.hwid
+                array.status.append(stat)
+            self.pub.publish(array)
+
+    mod = types.ModuleType("diagnostic_updater")
+    mod.Updater = Updater
+    return mod
+
+
+def test_uses_message_filters_and_diagnostic_updater_when_importable(harness_factory,
+                                                                     monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "message_filters", _fake_message_filters(calls))
+    monkeypatch.setitem(sys.modules, "diagnostic_updater", _fake_diagnostic_updater())
+    h = harness_factory(backend=FakeBackend(), params={
+        "approximate_sync": True, "approximate_sync_tolerance_seconds": 0.01,
+        "latency_budget_ms": 10000.0})
+    subs = [c for c in calls if c[0] == "Subscriber"]
+    assert [c[1] for c in subs] == ["left/image_rect", "right/image_rect"]
+    assert all(c[2]["qos_profile"] == qos_profile_sensor_data for c in subs)
+    assert ("ApproximateTimeSynchronizer", 5, 0.01) in calls
+    h.publish()
+    wait_for(lambda: h.got["disparity"])
+    wait_for(lambda: h.last_diag() is not None and h.diag_values()["frames_out"] == "1")
+    assert h.last_diag().level == DiagnosticStatus.OK  # a bytes level, as the message wants
+    assert h.diag_values()["backend"] == "fake"

@@ -28,9 +28,11 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
 
     Args:
         name: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"tensorrt"``. ``"auto"`` picks
-            tensorrt when it imports and CUDA is present, else onnxruntime when an ONNX file
+            tensorrt when it imports, CUDA is present and the network input size is fixed
+            (``input_size``, or a fixed-size ONNX file), else onnxruntime when an ONNX file
             is given or the checkpoint can be exported (onnx + onnxruntime installed), else
-            torch; each fallback is logged as a warning.
+            torch; each fallback, and a TensorRT engine that fails to build or load, is
+            logged as a warning and falls through to the next choice.
         checkpoint: dtp_stereo checkpoint (needed by torch; exported to ONNX on demand for
             onnxruntime/tensorrt when ``onnx`` is not given).
         onnx: exported ONNX file (see :func:`dtp_stereo.export.export_onnx`).
@@ -49,7 +51,14 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
     if checkpoint is None and onnx is None:
         raise BackendError(f"backend {name!r} needs a checkpoint or an ONNX file")
     if name == "auto":
-        name = _pick_auto(checkpoint, onnx)
+        name = _pick_auto(checkpoint, onnx, input_size)
+        if name == "tensorrt":
+            try:
+                return create_backend("tensorrt", checkpoint, onnx=onnx,
+                                      engine_cache_dir=engine_cache_dir, device=device,
+                                      fp16=fp16, input_size=input_size, threads=threads)
+            except BackendError as exc:
+                name = _pick_auto(checkpoint, onnx, input_size, tensorrt_reason=str(exc))
     if name == "torch":
         if checkpoint is None:
             raise BackendError("torch backend needs a checkpoint (got only an ONNX file); "
@@ -73,19 +82,46 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
                            engine_cache_dir=engine_cache_dir)
 
 
-def _pick_auto(checkpoint: Optional[str], onnx: Optional[str]) -> str:
-    """Resolve ``"auto"`` to a concrete backend name, logging why it fell back."""
+def _onnx_fixed_size(onnx: Optional[str]) -> bool:
+    """Whether ``onnx`` carries the ``dtp_stereo.input_size`` metadata of a fixed-shape export."""
+    if onnx is None or not _has_module("onnx"):
+        return False
+    import onnx as onnx_lib
+
+    try:
+        props = onnx_lib.load(onnx, load_external_data=False).metadata_props
+    except (OSError, ValueError, RuntimeError):  # unreadable here: the backend will say why
+        return False
+    return any(p.key == "dtp_stereo.input_size" for p in props)
+
+
+def _pick_auto(checkpoint: Optional[str], onnx: Optional[str],
+               input_size: Optional[Tuple[int, int]] = None, *,
+               tensorrt_reason: Optional[str] = None) -> str:
+    """Resolve ``"auto"`` to a concrete backend name, logging why it fell back.
+
+    ``tensorrt_reason`` (why a TensorRT backend just failed) rules TensorRT out.
+    """
     from dtp_stereo.backends.tensorrt_backend import tensorrt_available
 
     exportable = checkpoint is not None and _has_module("onnx")
     can_ort = _has_module("onnxruntime") and (onnx is not None or exportable)
-    if tensorrt_available() and (onnx is not None or exportable):
-        return "tensorrt"
+    reason = tensorrt_reason
+    if reason is None:
+        if not tensorrt_available():
+            reason = "TensorRT with CUDA is not available"
+        elif onnx is None and not exportable:
+            reason = "TensorRT needs an ONNX file or an exportable checkpoint (install onnx)"
+        elif input_size is None and not _onnx_fixed_size(onnx):
+            reason = ("TensorRT needs a fixed network input size (set input_height and "
+                      "input_width, or pass a fixed-shape ONNX file)")
+        else:
+            return "tensorrt"
     if can_ort:
-        _LOG.warning("backend auto: TensorRT with CUDA is not available; using onnxruntime")
+        _LOG.warning("backend auto: %s; using onnxruntime", reason)
         return "onnxruntime"
     if checkpoint is None:
         raise BackendError("backend auto: only an ONNX file was given but onnxruntime is not "
                            "installed; install onnxruntime or pass a checkpoint")
-    _LOG.warning("backend auto: neither TensorRT nor onnxruntime is usable; using torch")
+    _LOG.warning("backend auto: %s and onnxruntime is not usable; using torch", reason)
     return "torch"

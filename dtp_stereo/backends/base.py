@@ -53,6 +53,9 @@ class StereoBackend(Protocol):
         size_divisor: network input H and W must be multiples of it.
         input_size: fixed network input (H, W), or ``None`` if any multiple of
             ``size_divisor`` is accepted.
+
+    The built-in backends also set ``model_name`` (registered model name, from the checkpoint
+    or the ONNX metadata; ``"unknown"`` without it), which the node reports in diagnostics.
     """
 
     name: str

@@ -110,6 +110,7 @@ class OnnxRuntimeBackend:
                                f"outputs are {outputs}")
         self._outputs = [n for n in ("disparity", "confidence") if n in outputs]
         meta = read_onnx_metadata(self.session)
+        self.model_name = meta.get("model_name", "unknown")
         self.max_disparity = int(max_disparity or meta.get("max_disparity",
                                                            DEFAULT_MAX_DISPARITY))
         self.size_divisor = int(size_divisor or meta.get("size_divisor", DEFAULT_SIZE_DIVISOR))

@@ -156,6 +156,7 @@ class TensorRTBackend:
         meta = {p.key[len("dtp_stereo."):]: p.value
                 for p in onnx.load(onnx_path, load_external_data=False).metadata_props
                 if p.key.startswith("dtp_stereo.")}
+        self.model_name = meta.get("model_name", "unknown")
         self.max_disparity = int(max_disparity or meta.get("max_disparity", 192))
         self.size_divisor = int(size_divisor or meta.get("size_divisor", 32))
         fixed = meta.get("input_size")

@@ -55,6 +55,7 @@ class TorchBackend:
         self.model = model.to(self._torch_device).eval()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.model_name = str(getattr(model, "model_name", type(model).__name__))
         self.max_disparity = int(model.max_disparity)
         self.size_divisor = int(model.size_divisor)
         self.input_size: Optional[Tuple[int, int]] = None

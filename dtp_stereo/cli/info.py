@@ -8,6 +8,8 @@ from typing import Any, Dict, Tuple
 from dtp_stereo.cli.args import parse_size
 
 PROG = "dtp-stereo info"
+MAC_COUNTER = ("conv-only: Conv/ConvTranspose/Linear multiply-accumulates "
+               "(dtp_stereo.complexity.count_macs; BN, activations, softmax not counted)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +51,7 @@ def describe(path: Path, size: Tuple[int, int]) -> Dict[str, Any]:
         "parameters": count_parameters(model),
         "macs_size": [h, w],
         "macs": macs,
+        "mac_counter": MAC_COUNTER,
         "gmacs": macs / 1e9,
         "input": ckpt.input,
         "provenance": ckpt.provenance,
@@ -63,7 +66,8 @@ def _text(info: Dict[str, Any]) -> str:
              f"max disparity  {info['max_disparity']} px (size divisor {info['size_divisor']})",
              f"parameters     {info['parameters']:,} ({info['parameters'] / 1e6:.3f} M)",
              f"MACs           {info['gmacs']:.3f} G at {info['macs_size'][0]}x"
-             f"{info['macs_size'][1]} (conv-only)",
+             f"{info['macs_size'][1]}",
+             f"MAC counter    {info['mac_counter']}",
              f"training state {'yes' if info['has_training_state'] else 'no'}",
              "config:"]
     lines += [f"  {k}: {v}" for k, v in info["model_config"].items()]

@@ -24,6 +24,7 @@ __all__ = [
     "image_msg_to_rgb",
     "numpy_to_image_msg",
     "build_disparity_image",
+    "disparity_output_range",
     "disparity_image_to_numpy",
     "build_pointcloud2",
     "pointcloud2_to_numpy",
@@ -169,6 +170,26 @@ def numpy_to_image_msg(arr: np.ndarray, encoding: str, header: Any = None,
     return msg
 
 
+def disparity_output_range(network_max_disparity: int,
+                           scale: float = 1.0) -> Tuple[float, float]:
+    """``(max_disparity, delta_d)`` for a DisparityImage, in output pixels.
+
+    A network with ``D`` disparity planes regresses values in ``[0, D - 1]`` network pixels
+    (soft-argmax over planes ``0 .. D - 1``), so the largest disparity it can report is
+    ``D - 1`` -- the ``min + range - 1`` of stereo_image_proc. Disparities mapped back from a
+    resized network input are multiplied by ``scale`` (original width / network width), and so
+    are both the range and the step :data:`DELTA_D`.
+
+    Args:
+        network_max_disparity: ``D``, the model's ``max_disparity`` (network pixels).
+        scale: :attr:`dtp_stereo.preprocess.Frame.scale`.
+    """
+    if network_max_disparity < 1 or not scale > 0:
+        raise ValueError(f"disparity_output_range: need D >= 1 and scale > 0, got "
+                         f"{network_max_disparity} and {scale}")
+    return (network_max_disparity - 1) * float(scale), DELTA_D * float(scale)
+
+
 def build_disparity_image(disparity: np.ndarray, header: Any, *, f: float, t: float,
                           min_disparity: float, max_disparity: float, delta_d: float,
                           valid_window: Optional[Tuple[int, int, int, int]] = None,
@@ -184,6 +205,14 @@ def build_disparity_image(disparity: np.ndarray, header: Any, *, f: float, t: fl
         min_disparity, max_disparity: disparity search range in pixels.
         delta_d: smallest distinguishable disparity step in pixels.
         valid_window: ``(x_offset, y_offset, width, height)``; the whole image if omitted.
+            The node and the bag tools use the whole image: the message defines the window as
+            the region of *potentially* valid disparities, and a learned network estimates
+            every pixel (the disparity is cropped back from any padding). In the band
+            ``x < d`` a point's match lies outside the right image, so the network infers it
+            from context rather than matching; unlike block matching (stereo_image_proc
+            excludes the left ``min_disparity + range - 1 + border`` columns, where it computes
+            nothing) those pixels still carry estimates, and pixels there with ``x >= d`` are
+            genuine matches.
         msg_cls, image_cls, roi_cls: DisparityImage, Image and RegionOfInterest classes
             (lazily imported from stereo_msgs/sensor_msgs when omitted).
 
