@@ -207,3 +207,33 @@ def test_volume_narrower_than_disparity_range(name, cfg):
         out = model(x, x)
     assert out.disparity.shape == (1, 64, 128)
     assert torch.isfinite(out.disparity).all()
+
+
+def test_shift_correlation_matches_loop_reference():
+    from dtp_stereo.models.dtpnet import ShiftCorrelation
+
+    torch.manual_seed(0)
+    left, right = torch.randn(2, 3, 4, 10), torch.randn(2, 3, 4, 10)
+    out = ShiftCorrelation(3, 5)(left, right)
+    ref = torch.zeros(2, 5, 4, 10)
+    for i in range(5):
+        ref[:, i, :, i:] = (left[..., i:] * right[..., :10 - i]).mean(1)
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_dtpnet_correlation_option_config_roundtrip_and_2d_export(tmp_path):
+    import onnx
+
+    model = build_model("dtpnet", max_disparity=32, correlation=4, stem=(8, 8, 8),
+                        layer1_mids=(8,), layer1_out=8, layer2_mids=(8,), layer2_out=8,
+                        fuse=(8, 8), c2d=(8, 8), pre=(8,), hourglass=(8, 8, 8, 8),
+                        classifier=8).eval()
+    assert config_from_module(model) == model.config
+    assert model.c2d[0][0].in_channels == 2 * 8 + 32 // 4
+    assert not any("correlate" in k for k in model.state_dict())  # fixed weights not saved
+    x = torch.rand(1, 3, 32, 64)
+    path = tmp_path / "corr.onnx"
+    torch.onnx.export(model, (x, x), str(path), opset_version=17, dynamo=False,
+                      input_names=["left", "right"], output_names=["disparity"])
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Conv" in ops and not any("3D" in op or op == "Loop" for op in ops)

@@ -7,6 +7,11 @@ Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tenso
    ``fuse[1]`` channels at 1/4 resolution.
 2. Channel-to-disparity: concat(left, right) along channels, then conv-BN-ReLU layers (first 1×1,
    then 3×3) to ``c2d[-1]`` planes (default D/4) -- one shot, no per-disparity loop or shifting.
+   Optional (``correlation > 0``, off by default): D/4 correlation planes of features projected to
+   ``correlation`` channels are concatenated to the c2d input. They are computed by fixed-weight 2D
+   convolutions (a depthwise one-hot conv shifts the right features by 0..D/4-1 columns in one op),
+   so the model stays 2D-only with no loop or slicing; it makes matching much easier to learn
+   (see docs/results.md: the pure c2d student stayed at a constant-predictor EPE on a CPU budget).
 3. 2D aggregation: conv-BN-ReLU layers, one 2D hourglass, a conv to D logits at 1/4 resolution.
 4. Head ``"full"``: logits upsampled ×4 (bilinear) to B×D×H×W, softmax over D, soft-argmax.
    Head ``"fast"``: softmax + soft-argmax at 1/4 resolution, then the B×H/4×W/4 disparity is
@@ -50,6 +55,7 @@ class DTPNetConfig:
     pre: Tuple[int, ...] = (48,)  # conv-BN-ReLU widths before the hourglass; last = C
     hourglass: Tuple[int, int, int, int] = (96, 96, 96, 96)  # hourglass conv1..conv4 widths
     classifier: int = 32  # conv-BN-ReLU width before the final conv to D logits
+    correlation: int = 0  # channels correlated over D/4 shifts into the c2d input; 0 = off
 
     def __post_init__(self) -> None:
         for f in fields(self):  # JSON gives lists: normalise to tuples of ints
@@ -63,11 +69,13 @@ class DTPNetConfig:
         for name in ("stem", "layer1_mids", "layer2_mids", "c2d", "pre"):
             if len(getattr(self, name)) < 1:
                 raise ValueError(f"DTPNetConfig.{name} needs at least one width")
+        if self.correlation < 0:
+            raise ValueError(f"DTPNetConfig.correlation must be >= 0, got {self.correlation}")
         if len(self.fuse) != 2 or len(self.hourglass) != 4:
             raise ValueError("DTPNetConfig: fuse needs 2 widths and hourglass 4 widths")
         for f in fields(self):
             v = getattr(self, f.name)
-            ws = v if isinstance(v, tuple) else (v,) if f.name != "head" else ()
+            ws = v if isinstance(v, tuple) else (v,) if f.name not in ("head", "correlation") else ()
             if any(int(w) < 1 for w in ws):
                 raise ValueError(f"DTPNetConfig.{f.name}: widths must be >= 1, got {v}")
 
@@ -101,6 +109,37 @@ def _cat(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat((a, b), dim=1)
 
 
+class ShiftCorrelation(nn.Module):
+    """Correlation planes from 2D convolutions with fixed weights (no loop, no slicing).
+
+    ``forward(left, right)``: B×C×h×w each -> B×n×h×w where plane i is
+    ``mean_c left_c(x) * right_c(x - i)`` (zero where x < i), i = 0..n-1 (pixels at this scale).
+    The right features are shifted by a one-hot depthwise 1×n conv (channel c·n+i holds
+    ``right_c`` shifted by i), the left features repeated by a depthwise 1×1 conv of ones, and
+    each shift's C products averaged by a fixed 1×1 conv. The weights are non-persistent buffers:
+    they are rebuilt from (C, n), so they are not in checkpoints and never pruned.
+    """
+
+    def __init__(self, channels: int, shifts: int) -> None:
+        super().__init__()
+        self.channels, self.shifts = int(channels), int(shifts)
+        c, n = self.channels, self.shifts
+        shift = torch.eye(n).flip(1).repeat(c, 1).view(c * n, 1, 1, n)
+        total = torch.zeros(n, c * n, 1, 1)
+        idx = torch.arange(n)
+        for ch in range(c):
+            total[idx, ch * n + idx] = 1.0 / c
+        self.register_buffer("shift_weight", shift, persistent=False)
+        self.register_buffer("repeat_weight", torch.ones(c * n, 1, 1, 1), persistent=False)
+        self.register_buffer("sum_weight", total, persistent=False)
+
+    def forward(self, left: Tensor, right: Tensor) -> Tensor:
+        shifted = F.conv2d(F.pad(right, (self.shifts - 1, 0)), self.shift_weight,
+                           groups=self.channels)
+        repeated = F.conv2d(left, self.repeat_weight, groups=self.channels)
+        return F.conv2d(shifted * repeated, self.sum_weight)
+
+
 def _convbn_relu_stack(cin: int, widths: Tuple[int, ...], first_kernel: int) -> nn.Sequential:
     mods = []
     for i, w in enumerate(widths):
@@ -128,18 +167,35 @@ class DTPNet(nn.Module):
         self.max_disparity = int(config.max_disparity)
         self.normalize = ImageNormalize()
         self.feature = DTPFeature(config)
-        self.c2d = _convbn_relu_stack(2 * config.fuse[1], config.c2d, 1)
+        n_corr = config.max_disparity // 4 if config.correlation > 0 else 0
+        if n_corr:
+            self.corr_proj = nn.Conv2d(config.fuse[1], config.correlation, 1, bias=False)
+            self.correlate = ShiftCorrelation(config.correlation, n_corr)
+        self.c2d = _convbn_relu_stack(2 * config.fuse[1] + n_corr, config.c2d, 1)
         self.pre = _convbn_relu_stack(config.c2d[-1], config.pre, 3)
         self.hourglass = Hourglass2D(config.pre[-1], config.hourglass)
         self.classifier = nn.Sequential(
             convbn(config.pre[-1], config.classifier, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(config.classifier, config.max_disparity, 3, 1, 1, bias=False))
 
+    def prune_ignored_layers(self) -> list:
+        """Convs whose output widths are fixed by the architecture, never to be pruned: the
+        channel-to-disparity output (D/4 planes), the D-logit conv and the correlation projection.
+        """
+        convs = [m for m in self.c2d.modules() if isinstance(m, nn.Conv2d)]
+        layers = [convs[-1], self.classifier[2]]
+        if self.config.correlation > 0:
+            layers.append(self.corr_proj)
+        return layers
+
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
         check_input_pair(left, right, self.size_divisor)
         feat_l = self.feature(self.normalize(left))
         feat_r = self.feature(self.normalize(right))
-        volume = self.c2d(_cat(feat_l, feat_r))  # channel-to-disparity: B×D/4×H/4×W/4
+        pair = _cat(feat_l, feat_r)
+        if self.config.correlation > 0:  # optional correlation planes, B×D/4×H/4×W/4
+            pair = _cat(pair, self.correlate(self.corr_proj(feat_l), self.corr_proj(feat_r)))
+        volume = self.c2d(pair)  # channel-to-disparity: B×c2d[-1]×H/4×W/4
         logits_q = self.classifier(self.hourglass(self.pre(volume)))  # B×D×H/4×W/4
         inter = {"features": feat_l, "features_right": feat_r, "cost_volume": volume,
                  "logits_quarter": logits_q}
@@ -186,6 +242,7 @@ def config_from_module(model: DTPNet) -> DTPNetConfig:
         hourglass=(_width(hg.conv1[0]), _width(hg.conv2), _width(hg.conv3[0]),
                    _width(hg.conv4[0])),
         classifier=_width(model.classifier[0]),
+        correlation=model.config.correlation,
     )
 
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Re-runs every experiment behind docs/results.md on a CPU (about 1.5 hours on 2 cores), then
+# collects the numbers into docs/results/*.json. Each step is a plain command you can run alone.
+# Pass LANES=2 to run the DTP and DSN chains side by side (one thread each).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/setup_env.sh
+bin=.venv/bin
+teacher=runs/dsn_cpu/teacher/best.pt   # the GwcNet teacher serves both the DTP and the DSN runs
+kl_point='[{name: logits, teacher_tap: logits, student_tap: logits, loss: kl, weight: 1.0}]'
+dsn_logits_points='[{name: soft, teacher_tap: logits, student_tap: logits, loss: kl, weight: 0.2}, {name: tpw, teacher_tap: disparity, student_tap: disparity, loss: smooth_l1, weight: 0.1}]'
+
+# The teacher: a narrow GwcNet trained on ground truth (dsn_cpu.yaml's teacher stage).
+$bin/dtp-train --config configs/dsn_cpu.yaml --stages teacher
+# Negative result kept for the record: a narrow PSMNet teacher on the same data and budget.
+$bin/dtp-train --config configs/psmnet_teacher_cpu.yaml
+
+dtp_chain() {
+  # Claim 1/4: student distilled from the teacher only (L1 on disparities) -> prune 50 % -> finetune
+  $bin/dtp-train --config configs/dtp_cpu.yaml
+  # Claim 1: the same student trained on ground truth alone, and on GT + teacher
+  $bin/dtp-train --config configs/dtp_cpu.yaml --run-dir runs/dtp_gt --stages distill,eval \
+    teacher_model.checkpoint=$teacher distill.loss.supervision=gt 'distill.loss.points=[]'
+  $bin/dtp-train --config configs/dtp_cpu.yaml --run-dir runs/dtp_both --stages distill,eval \
+    teacher_model.checkpoint=$teacher distill.loss.supervision=both
+  # Claim 2: KL between softened logit distributions (T 1 -> 4) instead of L1
+  $bin/dtp-train --config configs/dtp_cpu.yaml --run-dir runs/dtp_kl --stages distill,eval \
+    teacher_model.checkpoint=$teacher "distill.loss.points=$kl_point" \
+    distill.loss.temperature_start=1.0 distill.loss.temperature_end=4.0
+}
+
+dsn_chain() {
+  # Claim 3: backbone-aligned 3D student with feature + cost-volume + logits distillation ...
+  $bin/dtp-train --config configs/dsn_cpu.yaml --stages distill,eval
+  # ... against the same student with logits-level distillation only, and with ground truth only
+  $bin/dtp-train --config configs/dsn_cpu.yaml --run-dir runs/dsn_logits --stages distill,eval \
+    teacher_model.checkpoint=$teacher "distill.loss.points=$dsn_logits_points"
+  $bin/dtp-train --config configs/dsn_cpu.yaml --run-dir runs/dsn_gt --stages distill,eval \
+    teacher_model.checkpoint=$teacher distill.loss.supervision=gt 'distill.loss.points=[]'
+}
+
+if [ "${LANES:-1}" = 2 ]; then
+  dtp_chain & dsn_chain & wait
+else
+  dtp_chain
+  dsn_chain
+fi
+
+# Collect the tables of docs/results.md (claims 1-4) and the learning curves.
+$bin/python benchmarks/collect_results.py --out docs/results/dtp_claims.json
+$bin/dtp-train report runs/dtp_cpu runs/dtp_gt runs/dtp_both runs/dtp_kl --out docs/results/
+# Claim 5: real data (Middlebury Aloe from Debian's opencv-doc) against OpenCV SGBM
+$bin/python benchmarks/aloe_eval.py --scale 0.25 \
+  --checkpoints teacher=$teacher gt_only=runs/dtp_gt/distill/best.pt \
+  distilled=runs/dtp_cpu/distill/best.pt pruned=runs/dtp_cpu/finetune/best.pt \
+  --output-json docs/results/aloe.json --figure docs/results/aloe.png
