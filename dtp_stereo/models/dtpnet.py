@@ -75,7 +75,8 @@ class DTPNetConfig:
             raise ValueError("DTPNetConfig: fuse needs 2 widths and hourglass 4 widths")
         for f in fields(self):
             v = getattr(self, f.name)
-            ws = v if isinstance(v, tuple) else (v,) if f.name not in ("head", "correlation") else ()
+            scalar_ok = f.name in ("head", "correlation")
+            ws = v if isinstance(v, tuple) else () if scalar_ok else (v,)
             if any(int(w) < 1 for w in ws):
                 raise ValueError(f"DTPNetConfig.{f.name}: widths must be >= 1, got {v}")
 
