@@ -170,8 +170,17 @@ class DTPNet(nn.Module):
         self.feature = DTPFeature(config)
         n_corr = config.max_disparity // 4 if config.correlation > 0 else 0
         if n_corr:
-            self.corr_proj = nn.Conv2d(config.fuse[1], config.correlation, 1, bias=False)
+            # BN keeps the projected features at unit scale, so products (correlations) are O(1)
+            self.corr_proj = convbn(config.fuse[1], config.correlation, 1, 1, 0)
             self.correlate = ShiftCorrelation(config.correlation, n_corr)
+            # learnable 1×1 conv from the D/4 correlation planes to the D logits, initialised to
+            # copy plane i to logits 4i..4i+3: the 2D net then learns a residual over matching
+            self.corr_logits = nn.Conv2d(n_corr, config.max_disparity, 1, bias=False)
+            with torch.no_grad():
+                init = torch.zeros(config.max_disparity, n_corr)
+                init[torch.arange(config.max_disparity),
+                     (torch.arange(config.max_disparity) // 4).clamp(max=n_corr - 1)] = 1.0
+                self.corr_logits.weight.copy_(init.view(config.max_disparity, n_corr, 1, 1))
         self.c2d = _convbn_relu_stack(2 * config.fuse[1] + n_corr, config.c2d, 1)
         self.pre = _convbn_relu_stack(config.c2d[-1], config.pre, 3)
         self.hourglass = Hourglass2D(config.pre[-1], config.hourglass)
@@ -186,7 +195,7 @@ class DTPNet(nn.Module):
         convs = [m for m in self.c2d.modules() if isinstance(m, nn.Conv2d)]
         layers = [convs[-1], self.classifier[2]]
         if self.config.correlation > 0:
-            layers.append(self.corr_proj)
+            layers += [self.corr_proj[0], self.corr_logits]
         return layers
 
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
@@ -194,10 +203,14 @@ class DTPNet(nn.Module):
         feat_l = self.feature(self.normalize(left))
         feat_r = self.feature(self.normalize(right))
         pair = _cat(feat_l, feat_r)
+        corr = None
         if self.config.correlation > 0:  # optional correlation planes, B×D/4×H/4×W/4
-            pair = _cat(pair, self.correlate(self.corr_proj(feat_l), self.corr_proj(feat_r)))
+            corr = self.correlate(self.corr_proj(feat_l), self.corr_proj(feat_r))
+            pair = _cat(pair, corr)
         volume = self.c2d(pair)  # channel-to-disparity: B×c2d[-1]×H/4×W/4
         logits_q = self.classifier(self.hourglass(self.pre(volume)))  # B×D×H/4×W/4
+        if corr is not None:
+            logits_q = logits_q + self.corr_logits(corr)
         inter = {"features": feat_l, "features_right": feat_r, "cost_volume": volume,
                  "logits_quarter": logits_q}
         if self.config.head == "full":
