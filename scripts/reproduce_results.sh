@@ -13,8 +13,16 @@ dsn_logits_points='[{name: soft, teacher_tap: logits, student_tap: logits, loss:
 
 # The teacher: a narrow GwcNet trained on ground truth (dsn_cpu.yaml's teacher stage).
 $bin/dtp-train --config configs/dsn_cpu.yaml --stages teacher
-# Negative result kept for the record: a narrow PSMNet teacher on the same data and budget.
-$bin/dtp-train --config configs/psmnet_teacher_cpu.yaml
+# Negative results kept for the record: a narrow PSMNet teacher on the same data (stopped at step
+# 450 of 700 to free the CPU once its validation EPE had stalled), and DTPnet without correlation
+# planes (the paper's pure channel-to-disparity module) for 450 steps.
+$bin/dtp-train --config configs/psmnet_teacher_cpu.yaml --run-dir runs/psmnet_teacher_attempt \
+  --max-steps 450
+$bin/dtp-train --config configs/psmnet_teacher_cpu.yaml --run-dir runs/psmnet_teacher_attempt \
+  --stages eval
+$bin/dtp-train --config configs/dtp_cpu.yaml --run-dir runs/dtp_c2d_attempt --stages distill,eval \
+  teacher_model.checkpoint=$teacher student_model.config.correlation=0 \
+  distill.optim.steps=450 distill.eval_every=75 eval.sgbm=false
 
 dtp_chain() {
   # Claim 1/4: student distilled from the teacher only (L1 on disparities) -> prune 50 % -> finetune
@@ -28,6 +36,12 @@ dtp_chain() {
   $bin/dtp-train --config configs/dtp_cpu.yaml --run-dir runs/dtp_kl --stages distill,eval \
     teacher_model.checkpoint=$teacher "distill.loss.points=$kl_point" \
     distill.loss.temperature_start=1.0 distill.loss.temperature_end=4.0
+  # The shipped student: the KL-distilled student (best of claim 2) pruned 50 % and fine-tuned
+  # with the same KL loss; then copied to models/ by scripts/ship_model.py.
+  $bin/dtp-train --config configs/dtp_cpu.yaml --run-dir runs/dtp_kl \
+    --stages prune,finetune,eval,export teacher_model.checkpoint=$teacher \
+    "distill.loss.points=$kl_point" "finetune.loss.points=$kl_point" \
+    distill.loss.temperature_start=1.0 distill.loss.temperature_end=4.0 finetune.optim.steps=800
 }
 
 dsn_chain() {
