@@ -14,9 +14,17 @@ fi
 echo "[setup] creating venv at $venv (pinned installs; a few minutes on a fresh machine)" >&2
 python3 -m venv "$venv"
 py=$venv/bin/python
-"$py" -m pip install -q --disable-pip-version-check --upgrade pip
-"$py" -m pip install -q --disable-pip-version-check -c "$constraints" "torch==2.13.0"
-"$py" -m pip install -q --disable-pip-version-check -c "$constraints" -e "$root[ros,onnx,training,dev]"
+log=$venv/setup.log
+pip_install() {  # quiet unless it fails; the full log stays in $log
+  if ! "$py" -m pip install -q --disable-pip-version-check "$@" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "[setup] pip install $* failed; full log: $log" >&2
+    exit 1
+  fi
+}
+pip_install --upgrade pip
+pip_install -c "$constraints" "torch==2.13.0"
+pip_install -c "$constraints" -e "$root[ros,onnx,training,dev]"
 "$py" -c "import torch, rclpy, onnxruntime, torch_pruning, rosbags, cv2" >/dev/null
 echo "$want" > "$stamp"
 echo "[setup] done" >&2

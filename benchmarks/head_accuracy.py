@@ -1,0 +1,53 @@
+"""Accuracy of DTPnet's two heads with the same weights, on the synthetic test split.
+
+The "full" head upsamples the D logit planes ×4 and regresses at full resolution; the "fast" head
+regresses at 1/4 resolution and upsamples the disparity map. Both read the same weights, so a
+checkpoint trained with one can run with the other. Writes docs/results/head-accuracy.json.
+
+Usage:
+    python benchmarks/head_accuracy.py [--checkpoints LABEL=PATH ...] [--output JSON]
+"""
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+import torch
+
+from dtp_stereo.checkpoint import load_model
+from dtp_stereo.models import build_model
+from training.data.datasets import build_dataset
+from training.evaluation import evaluate_model
+
+DEFAULT = ("shipped=models/dtpnet_pruned.pt", "kl_unpruned=runs/dtp_kl/distill/best.pt")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", nargs="+", default=list(DEFAULT), help="LABEL=PATH ...")
+    p.add_argument("--samples", type=int, default=50, help="test pairs (default 50)")
+    p.add_argument("--output", default="docs/results/head-accuracy.json", help="JSON path")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    test = build_dataset(dict(name="synthetic", split="test", size=args.samples, height=128,
+                              width=256, max_disparity=64))
+    out = {"test_split": "synthetic test, 128x256, D=64", "samples": args.samples}
+    for item in args.checkpoints:
+        label, path = item.split("=", 1)
+        model, ckpt = load_model(path)
+        for head in ("full", "fast"):
+            m = build_model(ckpt.model_name, **dict(ckpt.model_config, head=head))
+            m.load_state_dict(model.state_dict())
+            r = evaluate_model(m.eval(), test, args.samples)
+            out[f"{label}_{head}"] = {k: r[k] for k in ("epe", "d1", "bad_1", "bad_2", "bad_3")}
+            print(label, head, {k: round(r[k], 3) for k in ("epe", "d1", "bad_2")}, flush=True)
+    cmd = ["python", "benchmarks/head_accuracy.py"] + list(argv or sys.argv[1:])
+    out["command"] = " ".join(cmd)
+    with open(args.output, "w") as f:
+        json.dump(out, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
