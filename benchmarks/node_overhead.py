@@ -85,7 +85,7 @@ def node_latency_ms(backend: Any, images: np.ndarray, repeats: int, warmup: int,
         ``{"times_ms": [...], "lost": frames with no disparity within ``timeout_s``}``.
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
@@ -115,7 +115,7 @@ def node_latency_ms(backend: Any, images: np.ndarray, repeats: int, warmup: int,
             for topic in ("left/camera_info", "right/camera_info", "left/image_rect",
                           "right/image_rect")}
     driver.create_subscription(DisparityImage, "disparity", on_disparity, QoSProfile(depth=5))
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(driver)
     spin = threading.Thread(target=executor.spin, daemon=True)

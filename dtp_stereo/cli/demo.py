@@ -1,7 +1,7 @@
 """``dtp-stereo demo``: the shipped student through the real ROS 2 node on the sample bag.
 
 Steps: write the synthetic sample bag (exact ground truth) to a temporary folder; start
-:class:`dtp_stereo.node.StereoNode` in-process on a ``MultiThreadedExecutor`` thread; replay
+:class:`dtp_stereo.node.StereoNode` in-process on a ``SingleThreadedExecutor`` thread; replay
 the bag (stereo pairs, camera_info and ground truth) with :func:`dtp_stereo.bag.play_bag` at the
 recorded rate, restamped with the current time so end-to-end latency (receive time - image
 stamp) is meaningful and the ground truth keeps its frame's stamp; subscribe to ``disparity``,
@@ -155,7 +155,7 @@ def _write_outputs(out_dir: Path, results: List[Any], gt_by_stamp: Dict[int, np.
 def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     """Run the demo; print the summary; return 0 on success."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from dtp_stereo.bag import DEFAULT_TOPICS, play_bag, write_sample_bag
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 101))
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = SingleThreadedExecutor(context=context)
     node = player = None
     thread = threading.Thread(target=executor.spin, daemon=True)
     try:
