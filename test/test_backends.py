@@ -196,3 +196,22 @@ def test_torch_options_channels_last_and_cpu_fp16(model, pair, caplog):
     assert half.fp16 is False and "fp16 needs CUDA" in caplog.text
     with pytest.raises(BackendError, match="unknown device 'tpu'"):
         TorchBackend(model, device="tpu")
+
+
+def test_torch_backend_channels_last_skips_3d_models_and_keeps_2d_output(torch_one_thread):
+    from dtp_stereo.models import build_model
+    from dtp_test_utils import tiny_dtpnet_config
+
+    teacher = build_model("psmnet", base_width=4, layer1_blocks=1, layer2_blocks=1,
+                          layer3_blocks=1, layer4_blocks=1, max_disparity=32)
+    backend = TorchBackend(teacher, channels_last=True)
+    assert backend.channels_last is False  # 5-D Conv3d weights: not applicable
+    x = np.random.default_rng(0).random((32, 64, 3), dtype=np.float32)
+    assert backend.infer(x, x).disparity.shape == (32, 64)
+
+    torch.manual_seed(0)
+    student = build_model("dtpnet", **tiny_dtpnet_config(32))
+    plain = TorchBackend(student).infer(x, x).disparity
+    fast = TorchBackend(student, channels_last=True)
+    assert fast.channels_last is True
+    assert np.allclose(fast.infer(x, x).disparity, plain, atol=1e-4)

@@ -51,6 +51,11 @@ class TorchBackend:
         self.device = "cuda" if device.startswith("cuda") else "cpu"
         self._torch_device = torch.device(device)
         self.fp16 = fp16
+        if channels_last and any(p.dim() > 4 for p in model.parameters()):
+            # 3D convs (PSMNet, GwcNet) have 5-D weights: channels_last does not apply to them
+            _LOG.warning("channels_last ignored: %s has 5-D (3D conv) weights",
+                         type(model).__name__)
+            channels_last = False
         self.channels_last = channels_last
         self.model = model.to(self._torch_device).eval()
         if channels_last:
