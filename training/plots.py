@@ -55,11 +55,16 @@ def plot_learning_curves(run_dir: Path, out_path: Path,
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
         ax.set_title(f"{stage}: validation EPE (px)")
         ax.set_xlabel("step")
+    return _save(fig, out_path)
+
+
+def _save(fig, out_path) -> Path:
+    """Lay out, write ``out_path`` as PNG (parents created) and close the figure."""
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out_path
 
 
@@ -105,12 +110,7 @@ def plot_pareto(results: Sequence[Dict], out_path: Path, title: str = "EPE vs la
     ax.set_ylabel("EPE (px)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
 
 
 def report(run_dirs: Sequence[Path], out_dir: Path) -> Dict[str, str]:
