@@ -17,6 +17,7 @@ from dtp_stereo.baselines import fill_invalid_background, sgbm_disparity
 from dtp_stereo.complexity import count_macs, count_parameters
 from dtp_stereo.metrics import MetricAccumulator, valid_mask
 from dtp_stereo.preprocess import InputPadder
+from dtp_stereo.timing import time_calls
 
 
 def _sample(dataset: Dataset, i: int) -> Dict[str, torch.Tensor]:
@@ -99,20 +100,11 @@ def latency_ms(model: nn.Module, height: int, width: int, runs: int = 3,
     was_training = model.training
     model.eval()
     x = torch.rand(1, 3, height, width, device=device)
-    times = []
     try:
-        model(x, x)
-        for _ in range(max(runs, 1)):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x, x)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(1000.0 * (time.perf_counter() - t0))
+        stats = time_calls(lambda: model(x, x), repeats=max(runs, 1), warmup=1, device=device)
     finally:
         model.train(was_training)
-    return float(np.median(times))
+    return stats.p50
 
 
 def complexity(model: nn.Module, height: int, width: int) -> Dict[str, int]:
