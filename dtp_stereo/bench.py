@@ -198,7 +198,7 @@ class _Unavailable(RuntimeError):
 
 def _timed_runs(job: BenchJob, backend, device: str) -> Dict[str, Any]:
     """Warm up and time ``backend.infer`` within ``job.time_cap_s``."""
-    from dtp_stereo.timing import LatencyStats, timer
+    from dtp_stereo.timing import time_calls, timer
 
     left, right = _input_pair(job.height, job.width, job.seed)
     start = time.perf_counter()
@@ -217,12 +217,7 @@ def _timed_runs(job: BenchJob, backend, device: str) -> Dict[str, Any]:
         warmup = min(warmup, 1)
         repeats = max(1, min(repeats, int(budget // first_s) - warmup))
         note = f"repeats reduced {job.repeats} -> {repeats} by the {job.time_cap_s:.0f} s cap"
-    for _ in range(warmup):
-        backend.infer(left, right)
-    stats = LatencyStats()
-    for _ in range(repeats):
-        with timer(device, stats):
-            backend.infer(left, right)
+    stats = time_calls(lambda: backend.infer(left, right), repeats, warmup, device)
     result: Dict[str, Any] = {
         "status": "ok", "first_run_ms": first.ms, "repeats_done": stats.count,
         "latency_ms": {"median": stats.p50, "p90": stats.p90, "mean": stats.mean,
