@@ -74,7 +74,8 @@ class BenchJob:
         warmup: untimed runs first.
         time_cap_s: time allowed for warm-up plus timed runs; fewer repeats are done (and
             recorded) when one run is slow, and the job is skipped if one run exceeds it.
-        channels_last, compile: torch options (channels-last memory format, torch.compile).
+        channels_last, compile, fuse_bn: torch options (channels-last memory format,
+            torch.compile, BatchNorm folded into the convolutions).
         fp16: half precision (torch CUDA autocast, TensorRT FP16); ignored on CPU.
         onnx: exported ONNX file for onnxruntime/tensorrt jobs.
         seed: seed of the random input pair.
@@ -90,6 +91,7 @@ class BenchJob:
     time_cap_s: float = 300.0
     channels_last: bool = False
     compile: bool = False
+    fuse_bn: bool = True
     fp16: bool = False
     onnx: Optional[str] = None
     seed: int = 0
@@ -168,9 +170,8 @@ def _make_backend(job: BenchJob, model) -> Tuple[Any, str]:
         if device == "cuda" and not torch.cuda.is_available():
             raise _Unavailable("torch has no CUDA device here")
         backend = TorchBackend(model, device=device, fp16=job.fp16 and device == "cuda",
-                               channels_last=job.channels_last, threads=job.threads)
-        if job.compile:
-            backend.model = torch.compile(backend.model)
+                               channels_last=job.channels_last, threads=job.threads,
+                               fuse_bn=job.fuse_bn, compile=job.compile)
         return backend, device
     if job.onnx is None:
         raise ValueError(f"{job.backend} job for {job.model.label} has no ONNX file")
@@ -247,7 +248,7 @@ def measure(job: BenchJob, complexity: Optional[Dict[str, Any]] = None) -> Dict[
     record: Dict[str, Any] = {"model": job.model.label, "size": f"{job.height}x{job.width}",
                               "backend": job.backend, "threads": job.threads,
                               "fp16": job.fp16, "channels_last": job.channels_last,
-                              "compile": job.compile}
+                              "compile": job.compile, "fuse_bn": job.fuse_bn}
     baseline_mb = _proc_status_mb("VmRSS")
     try:
         model = None
@@ -337,14 +338,15 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
                   model_repeats: Optional[Dict[str, int]] = None,
                   reference: Optional[str] = "psmnet", isolate: bool = True,
                   channels_last: bool = False, compile: bool = False, fp16: bool = False,
-                  onnx_dir: Optional[str] = None, log=None) -> Dict[str, Any]:
+                  fuse_bn: bool = True, onnx_dir: Optional[str] = None,
+                  log=None) -> Dict[str, Any]:
     """Measure every model × size × backend and return the report.
 
     Args:
         specs: models (labels must be unique).
         sizes: (H, W) input sizes, pixels.
         backends: names from :data:`BACKENDS`.
-        threads, repeats, warmup, time_cap_s, channels_last, compile, fp16: see
+        threads, repeats, warmup, time_cap_s, channels_last, compile, fp16, fuse_bn: see
             :class:`BenchJob`; ``model_repeats`` overrides ``repeats`` per model label.
         reference: label of the model the ratios compare against (the teacher), measured in
             the same run; ``None`` for no ratios.
@@ -373,7 +375,8 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
                     job = BenchJob(model=spec, height=height, width=width, backend=backend,
                                    threads=threads, repeats=model_repeats.get(spec.label, repeats),
                                    warmup=warmup, time_cap_s=time_cap_s,
-                                   channels_last=channels_last, compile=compile, fp16=fp16)
+                                   channels_last=channels_last, compile=compile, fp16=fp16,
+                                   fuse_bn=fuse_bn)
                     complexity = None
                     if not backend.startswith("torch"):
                         if exported is None:
@@ -395,6 +398,7 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
     settings = {"threads": threads, "repeats": repeats, "model_repeats": model_repeats,
                 "warmup": warmup, "time_cap_s": time_cap_s, "isolated": isolate,
                 "channels_last": channels_last, "compile": compile, "fp16": fp16,
+                "fuse_bn": fuse_bn,
                 "sizes": [f"{h}x{w}" for h, w in sizes], "backends": list(backends),
                 "models": [asdict(s) for s in specs]}
     return {"schema": "dtp_stereo.bench/1", "host": host_info(threads), "settings": settings,

@@ -359,8 +359,14 @@ def state_dict_problems(model: nn.Module, state_dict: Mapping[str, torch.Tensor]
     return problems
 
 
-def build_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
+def build_from_checkpoint(ckpt: Checkpoint,
+                          overrides: Optional[Dict[str, Any]] = None) -> nn.Module:
     """Rebuild the architecture of ``ckpt`` and load its weights (train mode, CPU).
+
+    Args:
+        ckpt: a loaded checkpoint.
+        overrides: model_config entries to replace, for options that do not change the weights
+            (e.g. ``{"head": "fast"}`` for DTPnet); one that does fails the state_dict check.
 
     Raises:
         CheckpointError: unknown model name, rejected config keys, or state_dict mismatches.
@@ -373,7 +379,7 @@ def build_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
         raise CheckpointError(f"{where}: unknown model {ckpt.model_name!r}; registered models: "
                               f"{', '.join(list_models())}")
     try:
-        model = build_model(ckpt.model_name, **ckpt.model_config)
+        model = build_model(ckpt.model_name, **{**ckpt.model_config, **(overrides or {})})
     except TypeError as exc:
         raise CheckpointError(f"{where}: model_config is not accepted by {ckpt.model_name!r}: "
                               f"{exc} (config keys: {', '.join(ckpt.model_config)})") from None
@@ -389,13 +395,17 @@ def build_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
 
 
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", *,
-               expected_model: Optional[str] = None) -> Tuple[nn.Module, Checkpoint]:
+               expected_model: Optional[str] = None,
+               overrides: Optional[Dict[str, Any]] = None) -> Tuple[nn.Module, Checkpoint]:
     """Load a checkpoint and rebuild its model, in eval mode on ``device``.
+
+    ``overrides`` replace model_config entries that leave the weights as they are (see
+    :func:`build_from_checkpoint`), e.g. ``{"head": "fast"}``.
 
     Raises:
         CheckpointError: any problem with the file (see :func:`load_checkpoint`,
             :func:`build_from_checkpoint`).
     """
     ckpt = load_checkpoint(path, expected_model=expected_model)
-    model = build_from_checkpoint(ckpt)
+    model = build_from_checkpoint(ckpt, overrides)
     return model.to(device).eval(), ckpt

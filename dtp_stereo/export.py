@@ -15,7 +15,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -161,13 +161,16 @@ def check_onnx_against_torch(model: nn.Module, onnx_path: str, height: int, widt
 
 
 def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
-                input_size: Optional[Tuple[int, int]] = None) -> str:
-    """Export ``checkpoint`` to ONNX once and reuse it (keyed by checkpoint hash and size).
+                input_size: Optional[Tuple[int, int]] = None,
+                overrides: Optional[Dict[str, Any]] = None) -> str:
+    """Export ``checkpoint`` to ONNX once and reuse it (keyed by checkpoint hash, size and
+    overrides).
 
     Args:
         checkpoint: dtp_stereo checkpoint file.
         cache_dir: directory for the ONNX file (default: the engine cache directory).
         input_size: fixed (H, W) pixels; ``None`` exports a dynamic graph.
+        overrides: model_config entries replaced before export, e.g. ``{"head": "fast"}``.
 
     Returns:
         Path of the ONNX file.
@@ -177,10 +180,11 @@ def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
 
     root = Path(cache_dir) if cache_dir else default_engine_cache_dir()
     size_tag = "dyn" if input_size is None else f"{input_size[0]}x{input_size[1]}"
+    size_tag += "".join(f"_{k}-{v}" for k, v in sorted((overrides or {}).items()))
     out = root / f"{Path(checkpoint).stem}_{file_sha256(checkpoint)[:16]}_{size_tag}.onnx"
     if out.is_file():
         return str(out)
-    model, _ = load_model(checkpoint, device="cpu")
+    model, _ = load_model(checkpoint, device="cpu", overrides=overrides)
     if input_size is None:
         d = int(model.size_divisor)
         h, w = d * max(1, 64 // d), d * max(1, 128 // d)

@@ -73,6 +73,14 @@ PARAMETERS: List[ParamSpec] = [
     ParamSpec("device", "cpu", "compute device", choices=("cpu", "cuda")),
     ParamSpec("fp16", False, "half precision (CUDA torch autocast, TensorRT FP16)"),
     ParamSpec("threads", 0, "CPU inference threads; 0 = library default", (0, 256, 1)),
+    ParamSpec("head", "checkpoint", "DTPnet regression head: the checkpoint's, full (upsample "
+                                    "D logit planes) or fast (regress at 1/4, upsample the "
+                                    "disparity; ~4x faster)",
+              choices=("checkpoint", "full", "fast")),
+    ParamSpec("fuse_bn", True, "torch backend: fold BatchNorm into the convolutions"),
+    ParamSpec("channels_last", False, "torch backend: channels-last memory format"),
+    ParamSpec("torch_compile", False, "torch backend: torch.compile the model (the first "
+                                      "frame then compiles, tens of seconds on a small CPU)"),
     ParamSpec("input_width", 0, "fixed network input width px; 0 = native size padded",
               (0, 8192, 1)),
     ParamSpec("input_height", 0, "fixed network input height px; 0 = native size padded",
@@ -233,7 +241,10 @@ class StereoNode(Node):
             else None
         return create_backend(p["backend"], checkpoint, onnx=p["onnx_path"] or None,
                               engine_cache_dir=p["engine_cache_dir"] or None, device=p["device"],
-                              fp16=p["fp16"], input_size=size, threads=p["threads"] or None)
+                              fp16=p["fp16"], input_size=size, threads=p["threads"] or None,
+                              head=None if p["head"] == "checkpoint" else p["head"],
+                              channels_last=p["channels_last"], fuse_bn=p["fuse_bn"],
+                              compile=p["torch_compile"])
 
     def _make_sync(self, p: Dict[str, Any], qos: QoSProfile) -> Any:
         topics = ("left/image_rect", "right/image_rect")

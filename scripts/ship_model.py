@@ -5,8 +5,8 @@ names the run, the eval results and the command, and writes ``models/NAME.json``
 parameters, MACs at the eval size, test-split metrics).
 
 Usage:
-    python scripts/ship_model.py runs/dtp_kl/finetune/best.pt --eval runs/dtp_kl/eval/results.json \
-        --stage finetune --name dtpnet_pruned
+    python scripts/ship_model.py runs/dtp_kl/finetune/best.pt \
+        --eval runs/dtp_kl/eval/results.json --stage finetune --name dtpnet_pruned
 """
 
 import argparse

@@ -104,6 +104,19 @@ def test_create_backend_torch_and_ondemand_onnx(checkpoint, pair, tmp_path):
     assert diff < 1e-3
 
 
+def test_create_backend_head_override(checkpoint, pair, tmp_path):
+    full = create_backend("torch", checkpoint, threads=1)
+    fast = create_backend("torch", checkpoint, threads=1, head="fast")
+    assert full.model.config.head == "full" and fast.model.config.head == "fast"
+    ort = create_backend("onnxruntime", checkpoint, engine_cache_dir=str(tmp_path), threads=1,
+                         head="fast")
+    assert [p.name.endswith("_dyn_head-fast.onnx") for p in tmp_path.glob("*.onnx")] == [True]
+    d_fast = fast.infer(*pair).disparity
+    assert np.abs(ort.infer(*pair).disparity - d_fast).max() < 1e-3
+    # same weights, only where the upsampling happens differs
+    assert 0 < np.abs(full.infer(*pair).disparity - d_fast).mean() < 2.0
+
+
 def test_create_backend_rejects_bad_requests(onnx_fixed):
     with pytest.raises(BackendError, match="unknown backend 'trt'"):
         create_backend("trt", None, onnx=onnx_fixed)
@@ -188,9 +201,13 @@ def test_auto_skips_tensorrt_without_fixed_size_or_when_it_fails(no_tensorrt, mo
 
 def test_torch_options_channels_last_and_cpu_fp16(model, pair, caplog):
     ref = TorchBackend(model).infer(*pair).disparity
-    cl = TorchBackend(build_model("dtpnet", **TINY), channels_last=True)
-    cl.model.load_state_dict(model.state_dict())
+    cl = TorchBackend(model, channels_last=True)
     assert float(np.abs(cl.infer(*pair).disparity - ref).max()) < 1e-3
+    unfused = TorchBackend(model, fuse_bn=False)
+    assert float(np.abs(unfused.infer(*pair).disparity - ref).max()) < 1e-3
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in cl.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # caller's kept
     with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends.torch_backend"):
         half = TorchBackend(model, fp16=True)
     assert half.fp16 is False and "fp16 needs CUDA" in caplog.text

@@ -23,7 +23,9 @@ def _has_module(name: str) -> bool:
 def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optional[str] = None,
                    engine_cache_dir: Optional[str] = None, device: str = "cpu",
                    fp16: bool = False, input_size: Optional[Tuple[int, int]] = None,
-                   threads: Optional[int] = None) -> StereoBackend:
+                   threads: Optional[int] = None, head: Optional[str] = None,
+                   channels_last: bool = False, fuse_bn: bool = True,
+                   compile: bool = False) -> StereoBackend:
     """Create a backend by name.
 
     Args:
@@ -42,6 +44,11 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
         input_size: fixed network input (H, W) in pixels (TensorRT engines, on-demand
             exports); ``None`` for a dynamic graph where possible.
         threads: CPU intra-op threads (torch, onnxruntime).
+        head: replace the checkpoint's DTPnet head (``"full"`` or ``"fast"``, see
+            :class:`dtp_stereo.models.dtpnet.DTPNetConfig`); ``None`` keeps it. Applies to the
+            checkpoint (torch, on-demand exports), not to a given ONNX file.
+        channels_last, fuse_bn, compile: torch backend options (see
+            :class:`dtp_stereo.backends.torch_backend.TorchBackend`).
 
     Raises:
         BackendError: unknown name, missing files, or the chosen backend cannot run here.
@@ -56,7 +63,8 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
             try:
                 return create_backend("tensorrt", checkpoint, onnx=onnx,
                                       engine_cache_dir=engine_cache_dir, device=device,
-                                      fp16=fp16, input_size=input_size, threads=threads)
+                                      fp16=fp16, input_size=input_size, threads=threads,
+                                      head=head)
             except BackendError as exc:
                 name = _pick_auto(checkpoint, onnx, input_size, tensorrt_reason=str(exc))
     if name == "torch":
@@ -66,11 +74,14 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
         from dtp_stereo.backends.torch_backend import TorchBackend
 
         return TorchBackend.from_checkpoint(checkpoint, device=device, fp16=fp16,
-                                            threads=threads)
+                                            threads=threads, head=head,
+                                            channels_last=channels_last, fuse_bn=fuse_bn,
+                                            compile=compile)
     if onnx is None:
         from dtp_stereo.export import ensure_onnx
 
-        onnx = ensure_onnx(checkpoint, engine_cache_dir, input_size)
+        onnx = ensure_onnx(checkpoint, engine_cache_dir, input_size,
+                           {"head": head} if head else None)
     if name == "onnxruntime":
         from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
 

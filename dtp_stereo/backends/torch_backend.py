@@ -26,12 +26,17 @@ class TorchBackend:
         channels_last: convert the model and inputs to channels-last memory format.
         threads: number of CPU intra-op threads (``torch.set_num_threads``); ``None`` keeps
             the current setting.
+        fuse_bn: fold BatchNorm into the preceding convolutions
+            (:func:`dtp_stereo.optimize.fuse_conv_bn`; same outputs up to float rounding).
+        compile: wrap the model in ``torch.compile`` (the first inference then compiles, which
+            takes tens of seconds on a small CPU).
     """
 
     name = "torch"
 
     def __init__(self, model: nn.Module, *, device: str = "cpu", fp16: bool = False,
-                 channels_last: bool = False, threads: Optional[int] = None) -> None:
+                 channels_last: bool = False, threads: Optional[int] = None,
+                 fuse_bn: bool = True, compile: bool = False) -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("torch backend: device 'cuda' requested but CUDA is not "
                                "available; use device='cpu'")
@@ -58,8 +63,16 @@ class TorchBackend:
             channels_last = False
         self.channels_last = channels_last
         self.model = model.to(self._torch_device).eval()
+        self.fuse_bn = bool(fuse_bn)
+        if self.fuse_bn:
+            from dtp_stereo.optimize import fuse_conv_bn
+
+            self.model = fuse_conv_bn(self.model)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.compiled = bool(compile)
+        if self.compiled:
+            self.model = torch.compile(self.model)
         self.model_name = str(getattr(model, "model_name", type(model).__name__))
         self.max_disparity = int(model.max_disparity)
         self.size_divisor = int(model.size_divisor)
@@ -67,15 +80,18 @@ class TorchBackend:
 
     @classmethod
     def from_checkpoint(cls, path: str, *, device: str = "cpu", fp16: bool = False,
-                        channels_last: bool = False,
-                        threads: Optional[int] = None) -> "TorchBackend":
-        """Load a dtp_stereo checkpoint (``checkpoint.load_model``) and wrap it."""
+                        channels_last: bool = False, threads: Optional[int] = None,
+                        fuse_bn: bool = True, compile: bool = False,
+                        head: Optional[str] = None) -> "TorchBackend":
+        """Load a dtp_stereo checkpoint (``checkpoint.load_model``) and wrap it; ``head``
+        (``"full"``/``"fast"``) replaces a DTPnet checkpoint's head, ``None`` keeps it."""
         from dtp_stereo.checkpoint import load_model
 
         map_device = "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
-        model, _ = load_model(path, device=map_device)
+        model, _ = load_model(path, device=map_device,
+                              overrides={"head": head} if head else None)
         return cls(model, device=device, fp16=fp16, channels_last=channels_last,
-                   threads=threads)
+                   threads=threads, fuse_bn=fuse_bn, compile=compile)
 
     def _to_tensor(self, arr: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(arr).to(self._torch_device, non_blocking=True)

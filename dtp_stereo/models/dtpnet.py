@@ -219,11 +219,9 @@ class DTPNet(nn.Module):
             disp, conf = regress(logits)
             return StereoOutput(disp, logits, conf, (), inter)
         disp_q, conf_q = regress(logits_q)  # plane d = full-res disparity d pixels
-        disp = F.interpolate(disp_q.unsqueeze(1), scale_factor=4.0, mode="bilinear",
-                             align_corners=False).squeeze(1)
-        conf = F.interpolate(conf_q.unsqueeze(1), scale_factor=4.0, mode="bilinear",
-                             align_corners=False).squeeze(1)
-        return StereoOutput(disp, None, conf, (), inter)
+        both = F.interpolate(torch.stack((disp_q, conf_q), dim=1), scale_factor=4.0,
+                             mode="bilinear", align_corners=False)  # one resize for both maps
+        return StereoOutput(both[:, 0], None, both[:, 1], (), inter)
 
 
 def _width(seq: nn.Module) -> int:
