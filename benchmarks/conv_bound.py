@@ -98,42 +98,39 @@ def measure_conv_bound(model: nn.Module, height: int, width: int, *, repeats: in
             "top_convs": [{"name": n, "ms": ms, "input_shape": list(s)} for n, ms, s in slowest]}
 
 
-def _build(head: str, checkpoint: Optional[str]) -> nn.Module:
-    if checkpoint:
-        from dtp_stereo.checkpoint import load_model
-
-        return load_model(checkpoint, device="cpu")[0]
-    import dtp_stereo.models  # noqa: F401  (registers the architectures)
-    from dtp_stereo.models._registry import build_model
-
-    return build_model("dtpnet", head=head).eval()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Measure both DTPnet heads (or a checkpoint) and print a markdown table."""
-    from dtp_stereo.bench import host_info, parse_size
+    from dtp_stereo.bench import ModelSpec, build_spec_model, host_info, parse_model_spec
+    from dtp_stereo.bench import parse_size
+    from dtp_stereo.optimize import fuse_conv_bn
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="256x512", help="comma-separated HxW, pixels")
     parser.add_argument("--heads", default="full,fast", help="DTPnet heads to build")
     parser.add_argument("--checkpoint", action="append", default=None,
-                        help="LABEL=PATH of a checkpoint to measure too (repeatable)")
+                        help="LABEL=PATH[:head=fast] of a checkpoint to measure too "
+                             "(repeatable)")
+    parser.add_argument("--no-fuse-bn", dest="fuse_bn", action="store_false",
+                        help="keep BatchNorm layers (default: folded into the convs, as the "
+                             "torch backend runs the model)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--output", default=None, help="write JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    models: List[Tuple[str, str, Optional[str]]] = [
-        (f"dtpnet_{h}", h, None) for h in filter(None, args.heads.split(","))]
+    specs: List[ModelSpec] = [ModelSpec(label=f"dtpnet_{h}", name="dtpnet", config={"head": h})
+                              for h in filter(None, args.heads.split(","))]
     for item in args.checkpoint or []:
-        label, _, path = item.partition("=")
-        if not path or not os.path.isfile(path):
-            parser.error(f"--checkpoint {item!r} must be LABEL=PATH to an existing file")
-        models.append((label, "", path))
+        try:
+            specs.append(parse_model_spec(item))
+        except ValueError as exc:
+            parser.error(f"--checkpoint: {exc}")
     rows = []
-    for label, head, path in models:
-        model = _build(head, path)
+    for spec in specs:
+        label, model = spec.label, build_spec_model(spec)
+        if args.fuse_bn:
+            model = fuse_conv_bn(model)
         for size in args.sizes.split(","):
             h, w = parse_size(size)
             res = measure_conv_bound(model, h, w, repeats=args.repeats, warmup=args.warmup)
@@ -149,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w", encoding="utf-8") as fh:
             json.dump({"host": host_info(args.threads), "repeats": args.repeats,
-                       "results": rows}, fh, indent=2)
+                       "fuse_bn": args.fuse_bn, "results": rows}, fh, indent=2)
         print(f"wrote {args.output}")
     return 0
 

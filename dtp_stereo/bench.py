@@ -52,7 +52,8 @@ class ModelSpec:
         name: registered architecture built with ``config`` (when ``checkpoint`` is None).
         config: keyword arguments for ``build_model`` (random weights: latency does not
             depend on weight values).
-        checkpoint: dtp_stereo checkpoint to load instead (e.g. a pruned student).
+        checkpoint: dtp_stereo checkpoint to load instead (e.g. a pruned student); ``config``
+            then holds model_config overrides that keep the weights (e.g. ``{"head": "fast"}``).
     """
 
     label: str
@@ -101,17 +102,26 @@ def parse_model_spec(text: str) -> ModelSpec:
     """Parse a ``--models`` entry.
 
     Forms: an alias of :data:`MODEL_ALIASES` or a registered architecture name (default
-    config); ``label=path.pt`` (a checkpoint); a bare path to an existing ``.pt``/``.pth`` file
-    (label = file stem).
+    config); ``label=path.pt`` (a checkpoint), optionally followed by ``:key=value``
+    model_config overrides (``pruned_fast=models/dtpnet_pruned.pt:head=fast``); a bare path to
+    an existing ``.pt``/``.pth`` file (label = file stem).
     """
     text = text.strip()
     if "=" in text:
-        label, path = (s.strip() for s in text.split("=", 1))
+        label, rest = (s.strip() for s in text.split("=", 1))
+        path, *items = rest.split(":")
+        overrides: Dict[str, Any] = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ValueError(f"model spec {text!r}: override {item!r} must be key=value")
+            value = value.strip()
+            overrides[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
         if not label or not path:
-            raise ValueError(f"model spec {text!r} must be LABEL=CHECKPOINT")
+            raise ValueError(f"model spec {text!r} must be LABEL=CHECKPOINT[:key=value...]")
         if not os.path.isfile(path):
             raise ValueError(f"model spec {text!r}: checkpoint {path!r} does not exist")
-        return ModelSpec(label=label, checkpoint=path)
+        return ModelSpec(label=label, checkpoint=path, config=overrides)
     if text.endswith((".pt", ".pth")) or os.sep in text:
         if not os.path.isfile(text):
             raise ValueError(f"model spec {text!r}: checkpoint file does not exist")
@@ -125,7 +135,7 @@ def build_spec_model(spec: ModelSpec):
     if spec.checkpoint is not None:
         from dtp_stereo.checkpoint import load_model
 
-        return load_model(spec.checkpoint, device="cpu")[0]
+        return load_model(spec.checkpoint, device="cpu", overrides=spec.config or None)[0]
     import dtp_stereo.models  # noqa: F401  (registers the architectures)
     from dtp_stereo.models._registry import build_model
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dtp_stereo.models  # noqa: F401  (registers the architectures)
-from dtp_stereo.bench import (BenchJob, ModelSpec, measure, parse_model_spec, parse_size,
-                              run_benchmark, run_job)
+from dtp_stereo.bench import (BenchJob, ModelSpec, build_spec_model, measure, parse_model_spec,
+                              parse_size, run_benchmark, run_job)
 from dtp_stereo.checkpoint import save_checkpoint
 from dtp_stereo.cli.bench import format_markdown
 from dtp_stereo.cli.main import main as cli_main
@@ -83,6 +83,14 @@ def test_parse_specs_and_sizes(tmp_path):
     assert parse_model_spec("psmnet").name == "psmnet"
     with pytest.raises(ValueError, match="does not exist"):
         parse_model_spec(f"pruned={tmp_path / 'missing.pt'}")
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_model("dtpnet", **TINY), model_name="dtpnet")
+    spec = parse_model_spec(f"tiny_fast={ckpt}:head=fast")
+    assert (spec.label, spec.checkpoint, spec.config) == ("tiny_fast", str(ckpt), {"head": "fast"})
+    assert build_spec_model(spec).config.head == "fast"
+    assert build_spec_model(parse_model_spec(f"tiny={ckpt}")).config.head == "full"
+    with pytest.raises(ValueError, match="key=value"):
+        parse_model_spec(f"tiny={ckpt}:head")
 
 
 def test_cli_bench_writes_json_for_a_checkpoint(tmp_path, capsys):
