@@ -103,7 +103,7 @@ class DTPFeature(nn.Module):
         x4 = self.layer1(self.stem(x))
         x8 = self.layer2(x4)
         up = F.interpolate(x8, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.fuse(F.relu(_cat(x4, up)))
+        return self.fuse(F.relu(_cat(x4, up), inplace=True))
 
 
 def _cat(a: Tensor, b: Tensor) -> Tensor:
