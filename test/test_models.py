@@ -230,7 +230,7 @@ def test_dtpnet_correlation_option_config_roundtrip_and_2d_export(tmp_path):
                         classifier=8).eval()
     assert config_from_module(model) == model.config
     assert model.c2d[0][0].in_channels == 2 * 8 + 32 // 4
-    assert not any("correlate" in k for k in model.state_dict())  # fixed weights not saved
+    assert not any("correlate" in k for k in model.state_dict())  # no parameters, nothing saved
     x = torch.rand(1, 3, 32, 64)
     path = tmp_path / "corr.onnx"
     torch.onnx.export(model, (x, x), str(path), opset_version=17, dynamo=False,
