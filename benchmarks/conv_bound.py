@@ -16,13 +16,15 @@ Usage (from the repository root, torch CPU)::
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["record_conv_inputs", "median_ms", "measure_conv_bound", "main"]
+__all__ = ["record_conv_inputs", "measure_conv_bound", "main"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
                nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -55,30 +57,28 @@ def record_conv_inputs(model: nn.Module, left: Tensor,
     return calls
 
 
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls, ms."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    from dtp_stereo.timing import time_calls
-
-    return time_calls(fn, repeats, warmup).p50
-
-
 def measure_conv_bound(model: nn.Module, height: int, width: int, *, repeats: int = 10,
                        warmup: int = 2, top: int = 5, seed: int = 0) -> Dict[str, Any]:
     """Time the model and its convolutions alone on a 1×3×height×width pair (CPU, float32).
 
+    The two are timed in interleaved rounds (each round: the whole model once, then every
+    convolution once), so a slow spell of a shared machine hits both alike; the ratio is the
+    median over rounds of (model time / sum of the round's convolution times).
+
     Args:
         model: a dtp_stereo model in eval mode (``forward(left, right)``).
         height, width: input size, pixels (multiples of ``model.size_divisor``).
-        repeats, warmup: timed and untimed runs for the model and for each convolution.
+        repeats, warmup: timed and untimed rounds.
         top: how many of the slowest convolutions to list.
         seed: seed of the random input pair.
 
     Returns:
-        ``{"size", "model_ms", "conv_ms", "ratio" (model_ms / conv_ms), "conv_share"
-        (conv_ms / model_ms), "n_conv_calls", "top_convs": [{name, ms, shape}]}``.
+        ``{"size", "model_ms" (median), "conv_ms" (median of the per-round sums), "ratio"
+        (median of per-round model/conv ratios), "ratio_range" [min, max], "conv_share"
+        (conv_ms / model_ms), "n_conv_calls", "top_convs": [{name, ms (median), shape}]}``.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     model = model.eval()
     gen = torch.Generator().manual_seed(seed)
     left = torch.rand(1, 3, height, width, generator=gen)
@@ -86,15 +86,31 @@ def measure_conv_bound(model: nn.Module, height: int, width: int, *, repeats: in
     calls = record_conv_inputs(model, left, right)
     if not calls:
         raise ValueError(f"{type(model).__name__} has no convolution modules")
+    model_times: List[float] = []
+    conv_times: List[List[float]] = [[] for _ in calls]
     with torch.inference_mode():
-        model_ms = median_ms(lambda: model(left, right), repeats, warmup)
-        per_conv = [(name, median_ms(lambda m=mod, x=x: m(x), repeats, warmup), tuple(x.shape))
-                    for name, mod, x in calls]
-    conv_ms = sum(ms for _, ms, _ in per_conv)
+        for round_ in range(warmup + repeats):
+            t0 = time.perf_counter()
+            model(left, right)
+            t_model = (time.perf_counter() - t0) * 1e3
+            t_convs = []
+            for _, mod, x in calls:
+                t0 = time.perf_counter()
+                mod(x)
+                t_convs.append((time.perf_counter() - t0) * 1e3)
+            if round_ >= warmup:
+                model_times.append(t_model)
+                for acc, t in zip(conv_times, t_convs):
+                    acc.append(t)
+    sums = [sum(ts) for ts in zip(*conv_times)]
+    ratios = [m / c for m, c in zip(model_times, sums)]
+    model_ms, conv_ms = statistics.median(model_times), statistics.median(sums)
+    per_conv = [(name, statistics.median(ts), tuple(x.shape))
+                for (name, _, x), ts in zip(calls, conv_times)]
     slowest = sorted(per_conv, key=lambda item: item[1], reverse=True)[:top]
     return {"size": f"{height}x{width}", "model_ms": model_ms, "conv_ms": conv_ms,
-            "ratio": model_ms / conv_ms, "conv_share": conv_ms / model_ms,
-            "n_conv_calls": len(calls),
+            "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
+            "conv_share": conv_ms / model_ms, "n_conv_calls": len(calls),
             "top_convs": [{"name": n, "ms": ms, "input_shape": list(s)} for n, ms, s in slowest]}
 
 
@@ -136,12 +152,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             res = measure_conv_bound(model, h, w, repeats=args.repeats, warmup=args.warmup)
             rows.append({"model": label, **res})
             print(f"{label} {size}: model {res['model_ms']:.1f} ms, convs {res['conv_ms']:.1f} "
-                  f"ms, ratio {res['ratio']:.2f}", flush=True)
-    print("\n| model | size | model ms | convs ms | ratio (target <= 1.5) | conv calls |")
-    print("|---|---|---:|---:|---:|---:|")
+                  f"ms, ratio {res['ratio']:.2f} (rounds {res['ratio_range'][0]:.2f}-"
+                  f"{res['ratio_range'][1]:.2f})", flush=True)
+    print("\n| model | size | model ms | convs ms | ratio (target <= 1.5) | rounds | conv calls |")
+    print("|---|---|---:|---:|---:|---|---:|")
     for r in rows:
+        lo, hi = r["ratio_range"]
         print(f"| {r['model']} | {r['size']} | {r['model_ms']:.1f} | {r['conv_ms']:.1f} "
-              f"| {r['ratio']:.2f} | {r['n_conv_calls']} |")
+              f"| {r['ratio']:.2f} | {lo:.2f}-{hi:.2f} | {r['n_conv_calls']} |")
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w", encoding="utf-8") as fh:

@@ -116,5 +116,6 @@ def test_conv_bound_measures_positive_times():
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert res["n_conv_calls"] >= n_convs  # the feature extractor runs on both images
     assert res["model_ms"] > 0 and res["conv_ms"] > 0
-    assert res["ratio"] == pytest.approx(res["model_ms"] / res["conv_ms"])
+    lo, hi = res["ratio_range"]
+    assert 0 < lo <= res["ratio"] <= hi  # median of the per-round ratios
     assert len(res["top_convs"]) == 5 and res["top_convs"][0]["ms"] >= res["top_convs"][-1]["ms"]
