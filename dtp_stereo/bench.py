@@ -78,6 +78,7 @@ class BenchJob:
         channels_last, compile, fuse_bn: torch options (channels-last memory format,
             torch.compile, BatchNorm folded into the convolutions).
         fp16: half precision (torch CUDA autocast, TensorRT FP16); ignored on CPU.
+        ort_optimization: ONNX Runtime graph optimisation level (disable, basic, extended, all).
         onnx: exported ONNX file for onnxruntime/tensorrt jobs.
         seed: seed of the random input pair.
     """
@@ -93,6 +94,7 @@ class BenchJob:
     channels_last: bool = False
     compile: bool = False
     fuse_bn: bool = True
+    ort_optimization: str = "all"
     fp16: bool = False
     onnx: Optional[str] = None
     seed: int = 0
@@ -189,7 +191,8 @@ def _make_backend(job: BenchJob, model) -> Tuple[Any, str]:
         from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
 
         want = "cuda" if job.backend.endswith("cuda") else "cpu"
-        backend = OnnxRuntimeBackend(job.onnx, device=want, threads=job.threads)
+        backend = OnnxRuntimeBackend(job.onnx, device=want, threads=job.threads,
+                                     optimization=job.ort_optimization)
         if backend.device != want:
             raise _Unavailable("onnxruntime has no CUDAExecutionProvider here")
         return backend, "cpu"  # ORT returns host arrays: run() is synchronous
@@ -258,7 +261,8 @@ def measure(job: BenchJob, complexity: Optional[Dict[str, Any]] = None) -> Dict[
     record: Dict[str, Any] = {"model": job.model.label, "size": f"{job.height}x{job.width}",
                               "backend": job.backend, "threads": job.threads,
                               "fp16": job.fp16, "channels_last": job.channels_last,
-                              "compile": job.compile, "fuse_bn": job.fuse_bn}
+                              "compile": job.compile, "fuse_bn": job.fuse_bn,
+                              "ort_optimization": job.ort_optimization}
     baseline_mb = _proc_status_mb("VmRSS")
     try:
         model = None
@@ -348,7 +352,8 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
                   model_repeats: Optional[Dict[str, int]] = None,
                   reference: Optional[str] = "psmnet", isolate: bool = True,
                   channels_last: bool = False, compile: bool = False, fp16: bool = False,
-                  fuse_bn: bool = True, onnx_dir: Optional[str] = None,
+                  fuse_bn: bool = True, ort_optimization: str = "all",
+                  onnx_dir: Optional[str] = None,
                   log=None) -> Dict[str, Any]:
     """Measure every model × size × backend and return the report.
 
@@ -356,7 +361,8 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
         specs: models (labels must be unique).
         sizes: (H, W) input sizes, pixels.
         backends: names from :data:`BACKENDS`.
-        threads, repeats, warmup, time_cap_s, channels_last, compile, fp16, fuse_bn: see
+        threads, repeats, warmup, time_cap_s, channels_last, compile, fp16, fuse_bn,
+        ort_optimization: see
             :class:`BenchJob`; ``model_repeats`` overrides ``repeats`` per model label.
         reference: label of the model the ratios compare against (the teacher), measured in
             the same run; ``None`` for no ratios.
@@ -386,7 +392,7 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
                                    threads=threads, repeats=model_repeats.get(spec.label, repeats),
                                    warmup=warmup, time_cap_s=time_cap_s,
                                    channels_last=channels_last, compile=compile, fp16=fp16,
-                                   fuse_bn=fuse_bn)
+                                   fuse_bn=fuse_bn, ort_optimization=ort_optimization)
                     complexity = None
                     if not backend.startswith("torch"):
                         if exported is None:
@@ -408,7 +414,7 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
     settings = {"threads": threads, "repeats": repeats, "model_repeats": model_repeats,
                 "warmup": warmup, "time_cap_s": time_cap_s, "isolated": isolate,
                 "channels_last": channels_last, "compile": compile, "fp16": fp16,
-                "fuse_bn": fuse_bn,
+                "fuse_bn": fuse_bn, "ort_optimization": ort_optimization,
                 "sizes": [f"{h}x{w}" for h, w in sizes], "backends": list(backends),
                 "models": [asdict(s) for s in specs]}
     return {"schema": "dtp_stereo.bench/1", "host": host_info(threads), "settings": settings,

@@ -90,6 +90,16 @@ def test_onnx_backend_missing_file(tmp_path):
         OnnxRuntimeBackend(str(tmp_path / "nope.onnx"))
 
 
+def test_onnxruntime_optimization_levels_agree(onnx_fixed, pair):
+    ref = OnnxRuntimeBackend(onnx_fixed, threads=1).infer(*pair).disparity
+    for level in ("disable", "basic", "extended"):
+        backend = OnnxRuntimeBackend(onnx_fixed, threads=1, optimization=level)
+        assert backend.optimization == level
+        assert np.abs(backend.infer(*pair).disparity - ref).max() < 1e-3
+    with pytest.raises(BackendError, match="optimization must be one of"):
+        OnnxRuntimeBackend(onnx_fixed, optimization="max")
+
+
 def test_create_backend_torch_and_ondemand_onnx(checkpoint, pair, tmp_path):
     tb = create_backend("torch", checkpoint, threads=1)
     assert isinstance(tb, TorchBackend)

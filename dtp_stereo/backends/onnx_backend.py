@@ -15,13 +15,17 @@ from dtp_stereo.backends.base import (
 )
 
 __all__ = ["OnnxRuntimeBackend", "read_onnx_metadata", "DEFAULT_MAX_DISPARITY",
-           "DEFAULT_SIZE_DIVISOR"]
+           "DEFAULT_SIZE_DIVISOR", "OPT_LEVELS"]
 
 _LOG = logging.getLogger(__name__)
 
 # Used only for ONNX files that do not carry dtp_stereo metadata (written by export_onnx).
 DEFAULT_MAX_DISPARITY = 192
 DEFAULT_SIZE_DIVISOR = 32
+
+# onnxruntime.GraphOptimizationLevel member for each ``optimization`` value
+OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
 def _import_ort():
@@ -62,6 +66,9 @@ class OnnxRuntimeBackend:
         threads: intra-op threads; ``None`` lets ONNX Runtime decide.
         max_disparity, size_divisor: override the values stored in the file's metadata
             (``export_onnx`` writes them); defaults 192 and 32 when neither exists.
+        optimization: ONNX Runtime graph optimisation level, one of :data:`OPT_LEVELS`
+            (``"all"``, the default, adds layout transformations to the basic and extended
+            fusions).
 
     The network input size is fixed when the graph's H and W are fixed (``input_size``),
     otherwise any multiple of ``size_divisor`` is accepted.
@@ -71,7 +78,10 @@ class OnnxRuntimeBackend:
 
     def __init__(self, onnx_path: str, *, device: str = "cpu", threads: Optional[int] = None,
                  max_disparity: Optional[int] = None,
-                 size_divisor: Optional[int] = None) -> None:
+                 size_divisor: Optional[int] = None, optimization: str = "all") -> None:
+        if optimization not in OPT_LEVELS:
+            raise BackendError(f"onnxruntime backend: optimization must be one of "
+                               f"{', '.join(OPT_LEVELS)}, got {optimization!r}")
         ort = _import_ort()
         if not os.path.isfile(onnx_path):
             raise BackendError(f"onnxruntime backend: ONNX file {onnx_path!r} does not exist")
@@ -89,7 +99,9 @@ class OnnxRuntimeBackend:
             raise BackendError(f"onnxruntime backend: unknown device {device!r}; "
                                "use 'cpu' or 'cuda'")
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                OPT_LEVELS[optimization])
+        self.optimization = optimization
         if threads is not None:
             if threads <= 0:
                 raise BackendError(f"onnxruntime backend: threads must be positive, got {threads}")

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch: torch.compile the model")
     parser.add_argument("--no-fuse-bn", dest="fuse_bn", action="store_false",
                         help="torch: keep BatchNorm layers (default: folded into the convs)")
+    parser.add_argument("--ort-optimization", default="all",
+                        choices=("disable", "basic", "extended", "all"),
+                        help="onnxruntime graph optimisation level")
     parser.add_argument("--fp16", action="store_true",
                         help="half precision on CUDA backends (torch autocast, TensorRT FP16)")
     parser.add_argument("--in-process", action="store_true",
@@ -114,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
                                time_cap_s=args.time_cap, model_repeats=model_repeats,
                                reference=args.reference or None, isolate=not args.in_process,
                                channels_last=args.channels_last, compile=args.compile,
-                               fp16=args.fp16, fuse_bn=args.fuse_bn, onnx_dir=args.onnx_dir,
+                               fp16=args.fp16, fuse_bn=args.fuse_bn,
+                               ort_optimization=args.ort_optimization, onnx_dir=args.onnx_dir,
                                log=lambda line: print(line, flush=True))
     except ValueError as exc:
         print(f"dtp-stereo bench: {exc}", file=sys.stderr)
