@@ -202,8 +202,11 @@ def test_torch_backend_outputs_consistent_geometry(ros, harness_factory, tmp_pat
                         pre=(8,), hourglass=(8, 8, 8, 8), classifier=8)
     ckpt = save_checkpoint(tmp_path / "tiny.pt", model, model_name="dtpnet")
     h = harness_factory(params={"backend": "torch", "checkpoint": str(ckpt),
-                                "latency_budget_ms": 10000.0})
-    assert h.node.backend.name == "torch"
+                                "latency_budget_ms": 10000.0, "head": "fast",
+                                "channels_last": True})
+    backend = h.node.backend
+    assert backend.name == "torch" and backend.channels_last and backend.fuse_bn
+    assert backend.model.config.head == "fast"  # the checkpoint was saved with the full head
     stamp = h.publish()
     wait_for(lambda: h.got["disparity"] and h.got["points2"] and h.got["depth"])
     disp_msg, cloud = h.got["disparity"][0], h.got["points2"][0]
