@@ -119,3 +119,21 @@ def test_conv_bound_measures_positive_times():
     lo, hi = res["ratio_range"]
     assert 0 < lo <= res["ratio"] <= hi  # median of the per-round ratios
     assert len(res["top_convs"]) == 5 and res["top_convs"][0]["ms"] >= res["top_convs"][-1]["ms"]
+
+
+def test_precision_model_runs_each_precision_and_returns_float32():
+    precision = _load_script("precision_accuracy")
+    torch.manual_seed(0)
+    model = build_model("dtpnet", **TINY).eval()
+    x = torch.rand(1, 3, 64, 128)
+    y = torch.roll(x, -4, dims=3)
+    with torch.inference_mode():
+        ref = precision.PrecisionModel(model, "fp32")(x, y).disparity
+        for name in precision.PRECISIONS[1:]:
+            out = precision.PrecisionModel(model, name)(x, y)
+            assert out.disparity.dtype == torch.float32 and out.confidence.dtype == torch.float32
+            diff = (out.disparity - ref).abs()
+            assert 0 < float(diff.max()) < 1.0  # rounded, but the same prediction
+    assert next(model.parameters()).dtype == torch.float32  # fp16_all used a copy
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.PrecisionModel(model, "int4")
