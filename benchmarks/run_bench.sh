@@ -1,25 +1,62 @@
 #!/usr/bin/env bash
-# Full CPU benchmark of dtp_stereo: teacher vs students side by side, conv-bound check, node
-# overhead. Run from the repository root on an otherwise idle machine:
-#   benchmarks/run_bench.sh [THREADS]            (default 2)
-# Writes docs/results/{bench-cpu.json,bench-cpu.md,conv-bound-cpu.json,node-overhead-cpu.json}.
-# Optional: PRUNED=path/to/pruned.pt adds the pruned student; SIZES=... overrides the sizes.
+# Every performance figure of docs/results.md ("Performance"), in the order they were produced.
+# Run from the repository root on an otherwise idle machine (about 40 minutes on 2 cores):
+#   bash benchmarks/run_bench.sh [THREADS]            (default 2)
+# Writes docs/results/{bench-cpu,bench-cpu-compiled,bench-torch-options-*,bench-ort-*,
+# conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
+# SIZES=... overrides the sizes of the main table; SHIPPED=... the shipped checkpoint.
 set -euo pipefail
 THREADS="${1:-2}"
 PY="${PY:-.venv/bin/python}"
 SIZES="${SIZES:-256x512,384x1248}"
-MODELS="psmnet,dtpnet,dtpnet_fast"
-if [ -n "${PRUNED:-}" ]; then MODELS="$MODELS,dtpnet_pruned=$PRUNED"; fi
-mkdir -p docs/results
+SHIPPED="${SHIPPED:-models/dtpnet_pruned.pt}"
+PRUNED="dtpnet_pruned=$SHIPPED,dtpnet_pruned_fast=$SHIPPED:head=fast"
+R=docs/results
+mkdir -p "$R"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
+bench() { "$PY" -m dtp_stereo.cli.main bench --threads "$THREADS" "$@"; }
 
-"$PY" -m dtp_stereo.cli.main bench --models "$MODELS" --sizes "$SIZES" \
-    --backends torch,onnxruntime,torch-cuda,tensorrt --threads "$THREADS" \
-    --repeats 20 --model-repeats psmnet=3 --warmup 2 --time-cap 600 \
-    --output docs/results/bench-cpu.json --markdown docs/results/bench-cpu.md
+# 1. The side-by-side table: teacher, students (both heads), shipped student, every backend.
+bench --models "psmnet,dtpnet,dtpnet_fast,$PRUNED" --sizes "$SIZES" \
+    --backends torch,onnxruntime,torch-cuda,tensorrt --repeats 10 --model-repeats psmnet=3 \
+    --warmup 1 --time-cap 200 --output $R/bench-cpu.json --markdown $R/bench-cpu.md
 
-"$PY" benchmarks/conv_bound.py --sizes "$SIZES" --heads full,fast --threads "$THREADS" \
-    --repeats 10 --output docs/results/conv-bound-cpu.json
+# 2. The same comparison with torch.compile + channels-last applied to every model.
+bench --models "psmnet,dtpnet_fast,dtpnet,$PRUNED" --sizes 256x512 --backends torch \
+    --repeats 10 --model-repeats psmnet=3 --warmup 2 --time-cap 400 --channels-last --compile \
+    --output $R/bench-cpu-compiled.json --markdown $R/bench-cpu-compiled.md
 
+# 3. Torch options one at a time (fast-head student, 256x512).
+for opts in "default:" "no-fuse-bn:--no-fuse-bn" "channels-last:--channels-last" \
+            "compile:--compile" "channels-last-compile:--channels-last --compile"; do
+  name=${opts%%:*}; flags=${opts#*:}
+  # shellcheck disable=SC2086
+  bench --models dtpnet_fast --sizes 256x512 --backends torch --repeats 10 --warmup 2 \
+      --reference dtpnet_fast $flags --output $R/bench-torch-options-$name.json
+done
+
+# 4. ONNX Runtime graph optimisation levels (fast-head students, 256x512).
+for level in disable basic extended all; do
+  bench --models "dtpnet_fast,dtpnet_pruned_fast=$SHIPPED:head=fast" --sizes 256x512 \
+      --backends onnxruntime --repeats 10 --warmup 2 --reference dtpnet_fast \
+      --ort-optimization $level --output $R/bench-ort-$level.json
+done
+
+# 5. Convolution-bound check (interleaved rounds).
+"$PY" benchmarks/conv_bound.py --sizes "$SIZES" --heads full,fast \
+    --checkpoint "dtpnet_pruned=$SHIPPED" --checkpoint "dtpnet_pruned_fast=$SHIPPED:head=fast" \
+    --threads "$THREADS" --repeats 15 --output $R/conv-bound-cpu.json
+
+# 6. Node overhead: the same backend bare and inside the node, both heads.
+"$PY" benchmarks/node_overhead.py --model dtpnet_fast --backend torch --size 256x512 \
+    --threads "$THREADS" --repeats 30 --output $R/node-overhead-cpu-fast.json
 "$PY" benchmarks/node_overhead.py --model dtpnet --backend torch --size 256x512 \
-    --threads "$THREADS" --repeats 30 --output docs/results/node-overhead-cpu.json
+    --threads "$THREADS" --repeats 30 --output $R/node-overhead-cpu.json
+
+# 7. Reduced precision: fp16/bf16 accuracy (CPU-emulated) and INT8 (ONNX Runtime, static QDQ).
+"$PY" benchmarks/precision_accuracy.py --checkpoint "$SHIPPED" \
+    --output $R/precision-accuracy.json
+"$PY" -m training.cli quantize --checkpoint "$SHIPPED" --output /tmp/dtp_int8.onnx \
+    --fp16-output /tmp/dtp_fp16.onnx \
+    --size 128x256 --calib-samples 16 --compare 20 --threads "$THREADS" \
+    --json $R/quantize-int8.json
