@@ -17,8 +17,7 @@ import torch
 
 from dtp_stereo.checkpoint import load_model
 from dtp_stereo.models import build_model
-from training.data.datasets import build_dataset
-from training.evaluation import evaluate_model
+from training.evaluation import SYNTHETIC_TEST, evaluate_model, synthetic_test_split
 
 DEFAULT = ("shipped=models/dtpnet_pruned.pt", "kl_unpruned=runs/dtp_kl/distill/best.pt")
 
@@ -30,9 +29,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", default="docs/results/head-accuracy.json", help="JSON path")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    test = build_dataset(dict(name="synthetic", split="test", size=args.samples, height=128,
-                              width=256, max_disparity=64))
-    out = {"test_split": "synthetic test, 128x256, D=64", "samples": args.samples}
+    test = synthetic_test_split(args.samples)
+    out = {"test_split": SYNTHETIC_TEST, "samples": args.samples}
     for item in args.checkpoints:
         label, path = item.split("=", 1)
         model, ckpt = load_model(path)

@@ -73,8 +73,7 @@ def _half_copy(model: nn.Module) -> nn.Module:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from training.data.datasets import build_dataset
-    from training.evaluation import evaluate_model
+    from training.evaluation import SYNTHETIC_TEST, evaluate_model, synthetic_test_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="models/dtpnet_pruned.pt", help="dtp_stereo checkpoint")
@@ -83,9 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", default="docs/results/precision-accuracy.json", help="JSON path")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    test = build_dataset(dict(name="synthetic", split="test", size=args.samples, height=128,
-                              width=256, max_disparity=64))
-    out = {"checkpoint": args.checkpoint, "test_split": "synthetic test, 128x256, D=64",
+    test = synthetic_test_split(args.samples)
+    out = {"checkpoint": args.checkpoint, "test_split": SYNTHETIC_TEST,
            "samples": args.samples, "device": "cpu (float16 emulated; no GPU measured)",
            "results": {}}
     for head in filter(None, args.heads.split(",")):

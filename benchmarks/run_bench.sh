@@ -2,8 +2,8 @@
 # Every performance figure of docs/results.md ("Performance"), in the order they were produced.
 # Run from the repository root on an otherwise idle machine (about 40 minutes on 2 cores):
 #   bash benchmarks/run_bench.sh [THREADS]            (default 2)
-# Writes docs/results/{bench-cpu,bench-cpu-compiled,bench-torch-options-*,bench-ort-*,
-# conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
+# Writes docs/results/{bench-cpu,bench-cpu-compiled,speed-ratio-*,bench-torch-options-*,
+# bench-ort-*,conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
 # SIZES=... overrides the sizes of the main table; SHIPPED=... the shipped checkpoint.
 set -euo pipefail
 THREADS="${1:-2}"
@@ -25,6 +25,17 @@ bench --models "psmnet,dtpnet,dtpnet_fast,$PRUNED" --sizes "$SIZES" \
 bench --models "psmnet,dtpnet_fast,dtpnet,$PRUNED" --sizes 256x512 --backends torch \
     --repeats 10 --model-repeats psmnet=3 --warmup 2 --time-cap 400 --channels-last --compile \
     --output $R/bench-cpu-compiled.json --markdown $R/bench-cpu-compiled.md
+
+# 2b. The ratio targets, teacher and students interleaved in rounds in one process (robust to a
+#     shared machine's drifts, unlike ratios of configurations measured minutes apart).
+STUDENTS="dtpnet_fast,dtpnet_pruned_fast=$SHIPPED:head=fast"
+"$PY" benchmarks/speed_ratio.py --reference psmnet --models "$STUDENTS" --size 256x512 \
+    --backend torch --rounds 5 --output $R/speed-ratio-torch.json
+"$PY" benchmarks/speed_ratio.py --reference psmnet --models "$STUDENTS" --size 256x512 \
+    --backend torch --rounds 5 --channels-last --compile \
+    --output $R/speed-ratio-torch-compiled.json
+"$PY" benchmarks/speed_ratio.py --reference psmnet --models "$STUDENTS" --size 256x512 \
+    --backend onnxruntime --rounds 5 --output $R/speed-ratio-onnxruntime.json
 
 # 3. Torch options one at a time (fast-head student, 256x512).
 for opts in "default:" "no-fuse-bn:--no-fuse-bn" "channels-last:--channels-last" \

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,7 +29,7 @@ from dtp_stereo.cli.args import parse_size
 
 __all__ = ["MODEL_ALIASES", "BACKENDS", "MACS_COUNTER", "ModelSpec", "BenchJob",
            "parse_model_spec", "parse_size", "measure", "run_job", "run_benchmark", "add_ratios",
-           "host_info"]
+           "interleaved_ratio", "host_info"]
 
 # alias -> (registered architecture, config overrides)
 MODEL_ALIASES: Dict[str, Tuple[str, Dict[str, Any]]] = {
@@ -419,6 +419,73 @@ def run_benchmark(specs: Sequence[ModelSpec], sizes: Sequence[Tuple[int, int]],
                 "models": [asdict(s) for s in specs]}
     return {"schema": "dtp_stereo.bench/1", "host": host_info(threads), "settings": settings,
             "macs_counter": MACS_COUNTER, "reference": reference, "results": results}
+
+
+def interleaved_ratio(reference: ModelSpec, model: ModelSpec, height: int, width: int, *,
+                      backend: str = "torch", rounds: int = 5, per_round: int = 5,
+                      warmup: int = 1, threads: int = 2, channels_last: bool = False,
+                      compile: bool = False, fuse_bn: bool = True,
+                      ort_optimization: str = "all",
+                      onnx_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Speed-up of ``model`` over ``reference`` measured in interleaved rounds, one process.
+
+    Each round times the reference once and the model ``per_round`` times (its median), so a
+    slow spell of a shared machine hits both alike; the ratio of each round is reference ms /
+    model ms. Separate runs of the side-by-side table can differ by tens of percent on a
+    shared VM; this is the measurement for a ratio target.
+
+    Args:
+        reference, model: the two models (e.g. the PSMNet teacher and a student).
+        height, width: input size, pixels.
+        backend: ``torch`` or ``onnxruntime`` (CPU), the same for both.
+        rounds, per_round, warmup: timed rounds, model runs per round, untimed runs of each
+            first (more when ``compile`` is on: compilation happens in the first call).
+        threads, channels_last, compile, fuse_bn, ort_optimization: as in :class:`BenchJob`.
+        onnx_dir: where the ONNX exports go (a temporary directory when ``None``).
+
+    Returns:
+        ``{"reference", "model", "size", "backend", "rounds", "per_round", "ratio" (median over
+        rounds), "ratio_min", "ratio_max", "reference_ms" / "model_ms" (medians over rounds),
+        "round_ratios", "settings"}``.
+    """
+    import statistics
+
+    from dtp_stereo.timing import time_calls
+
+    if backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"interleaved_ratio runs on torch or onnxruntime, got {backend!r}")
+    if rounds < 1 or per_round < 1 or warmup < 0:
+        raise ValueError("rounds and per_round must be >= 1, warmup >= 0")
+    left, right = _input_pair(height, width, 0)
+    with tempfile.TemporaryDirectory(prefix="dtp_ratio_onnx_") as tmp:
+        backends = []
+        for spec in (reference, model):
+            job = BenchJob(model=spec, height=height, width=width, backend=backend,
+                           threads=threads, channels_last=channels_last, compile=compile,
+                           fuse_bn=fuse_bn, ort_optimization=ort_optimization)
+            if backend == "onnxruntime":
+                exported = export_for_onnx(spec, height, width, onnx_dir or tmp)
+                job = replace(job, onnx=exported["onnx"])
+            be, _ = _make_backend(job, build_spec_model(spec))
+            for _ in range(warmup + (1 if compile else 0)):
+                be.infer(left, right)
+            backends.append(be)
+        ref_ms, model_ms, ratios = [], [], []
+        for _ in range(rounds):
+            t_ref = time_calls(lambda: backends[0].infer(left, right), 1).p50
+            t_model = time_calls(lambda: backends[1].infer(left, right), per_round).p50
+            ref_ms.append(t_ref)
+            model_ms.append(t_model)
+            ratios.append(t_ref / t_model)
+    return {"reference": reference.label, "model": model.label, "size": f"{height}x{width}",
+            "backend": backend, "rounds": rounds, "per_round": per_round,
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios), "reference_ms": statistics.median(ref_ms),
+            "model_ms": statistics.median(model_ms), "round_ratios": ratios,
+            "settings": {"threads": threads, "channels_last": channels_last,
+                         "compile": compile, "fuse_bn": fuse_bn,
+                         "ort_optimization": ort_optimization, "warmup": warmup,
+                         "models": [asdict(reference), asdict(model)]}}
 
 
 def host_info(threads: int) -> Dict[str, Any]:

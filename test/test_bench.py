@@ -2,14 +2,15 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 import dtp_stereo.models  # noqa: F401  (registers the architectures)
-from dtp_stereo.bench import (BenchJob, ModelSpec, build_spec_model, measure, parse_model_spec,
-                              parse_size, run_benchmark, run_job)
+from dtp_stereo.bench import (BenchJob, ModelSpec, build_spec_model, interleaved_ratio, measure,
+                              parse_model_spec, parse_size, run_benchmark, run_job)
 from dtp_stereo.checkpoint import save_checkpoint
 from dtp_stereo.cli.bench import format_markdown
 from dtp_stereo.cli.main import main as cli_main
@@ -137,3 +138,32 @@ def test_precision_model_runs_each_precision_and_returns_float32():
     assert next(model.parameters()).dtype == torch.float32  # fp16_all used a copy
     with pytest.raises(ValueError, match="precision must be one of"):
         precision.PrecisionModel(model, "int4")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_interleaved_ratio_same_model_is_about_one(backend, tmp_path):
+    spec = ModelSpec(label="tiny", name="dtpnet", config=dict(TINY, head="fast"))
+    other = ModelSpec(label="tiny2", name="dtpnet", config=dict(TINY, head="fast"))
+    res = interleaved_ratio(spec, other, 64, 128, backend=backend, rounds=3, per_round=2,
+                            threads=1, onnx_dir=str(tmp_path))
+    assert (res["reference"], res["model"], res["size"]) == ("tiny", "tiny2", "64x128")
+    assert len(res["round_ratios"]) == 3
+    assert res["ratio_min"] <= res["ratio"] <= res["ratio_max"]
+    assert 0.2 < res["ratio"] < 5.0  # same architecture: about 1, whatever the machine
+    with pytest.raises(ValueError, match="torch or onnxruntime"):
+        interleaved_ratio(spec, other, 64, 128, backend="tensorrt")
+
+
+@pytest.mark.ros
+def test_node_overhead_pairs_bare_and_node_frames(monkeypatch):
+    pytest.importorskip("rclpy")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 11) % 200))
+    node_overhead = _load_script("node_overhead")
+    from dtp_stereo.backends.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    backend = TorchBackend(build_model("dtpnet", **dict(TINY, head="fast")), threads=1)
+    res = node_overhead.measure_node_overhead(backend, 64, 128, repeats=4, warmup=1)
+    assert res["repeats"] == 4 and res["lost"] == 0
+    assert res["bare_ms"] > 0 and res["node_ms"] > 0
+    assert res["overhead_pct_p10"] <= res["overhead_pct"] <= res["overhead_pct_p90"]

@@ -31,10 +31,14 @@ def test_demo_writes_summary_images_and_cloud(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo_out"
     rc = main(["demo", "--frames", str(FRAMES), "--checkpoint", str(ckpt), "--output-dir",
                str(out), "--size", f"{H}x{W}", "--threads", "1",
-               "--engine-cache-dir", str(tmp_path / "cache")])
+               "--engine-cache-dir", str(tmp_path / "cache"), "--head", "fast"])
     assert rc == 0, capsys.readouterr().err
+    # auto picked ONNX Runtime on this CPU, exported with the fast head
+    assert [p.name.endswith("_head-fast.onnx") for p in (tmp_path / "cache").glob("*.onnx")] \
+        == [True]
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["head"] == "fast"
     assert summary["frames_published"] == FRAMES and summary["image_size"] == [H, W]
     received = summary["disparity_received"]
     assert 0 < received <= FRAMES

@@ -30,6 +30,18 @@ def _report(acc: MetricAccumulator) -> Dict[str, Any]:
     return {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in res.items()}
 
 
+SYNTHETIC_TEST = "synthetic test, 128x256, D=64"  # the held-out split of the CPU configs
+
+
+def synthetic_test_split(samples: int = 50) -> Dataset:
+    """The first ``samples`` pairs of the synthetic test split the CPU configs evaluate on
+    (128×256 pixels, D = 64; see configs/dtp_cpu.yaml ``data.test``)."""
+    from training.data.datasets import build_dataset
+
+    return build_dataset(dict(name="synthetic", split="test", size=samples, height=128,
+                              width=256, max_disparity=64))
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: Dataset, max_samples: int = 0,
                    device: str = "cpu", max_disparity: Optional[int] = None) -> Dict[str, Any]:

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inference backend (default auto)")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint (default: the shipped dtpnet_pruned.pt)")
+    parser.add_argument("--head", default="checkpoint", choices=("checkpoint", "full", "fast"),
+                        help="DTPnet regression head (default: the checkpoint's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="compute device (default cpu)")
     parser.add_argument("--engine-cache-dir", default=None,
@@ -192,6 +194,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     thread = threading.Thread(target=executor.spin, daemon=True)
     try:
         params = {"backend": args.backend, "checkpoint": checkpoint, "device": args.device,
+                  "head": args.head,
                   "threads": args.threads, "engine_cache_dir": args.engine_cache_dir or "",
                   "diagnostics_period_s": 0.25, "latency_budget_ms": args.latency_budget_ms}
         t_load = time.perf_counter()
@@ -262,6 +265,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
         if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
     summary = {
         "backend": node.backend.name, "device": node.backend.device, "checkpoint": checkpoint,
+        "head": args.head,
         "image_size": [height, width], "ros_domain_id": domain, "node_start_s": load_s,
         "frames_published": n_frames, "publish_rate_hz": publish_rate,
         "disparity_received": len(received), "points2_received": len(clouds),
