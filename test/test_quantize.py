@@ -46,6 +46,11 @@ def test_int8_model_has_qdq_runs_and_stays_close(fp32_onnx, tmp_path):
     graph = onnx.load(int8)
     ops = collections.Counter(n.op_type for n in graph.graph.node)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    # the soft-argmax MatMul stays float32: none of its inputs comes out of a DequantizeLinear
+    dequantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear"
+                   for o in n.output}
+    matmuls = [n for n in graph.graph.node if n.op_type == "MatMul"]
+    assert matmuls and not any(i in dequantized for n in matmuls for i in n.input)
     meta = {p.key: p.value for p in graph.metadata_props}
     assert meta["dtp_stereo.precision"] == "int8" and meta["dtp_stereo.max_disparity"] == "32"
     assert onnx_input_size(int8) == (64, 128)
