@@ -23,9 +23,16 @@ from torch import Tensor, nn
 
 from dtp_stereo.backends.base import INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["StereoOnnxWrapper", "export_onnx", "check_onnx_against_torch", "ensure_onnx"]
+__all__ = ["StereoOnnxWrapper", "export_onnx", "check_onnx_against_torch", "ensure_onnx",
+           "EXPORT_REVISION"]
 
 _LOG = logging.getLogger(__name__)
+
+# Part of the on-demand export cache key (ensure_onnx): bump it whenever the exported graph of the
+# same checkpoint changes, so robots do not keep running a stale cached file. 2: plane softmax
+# written out as exp/sum (ONNX Runtime's axis-1 Softmax was 5x slower), soft-argmax as a MatMul,
+# confidence by GatherElements, correlation by slices.
+EXPORT_REVISION = 2
 
 
 class StereoOnnxWrapper(nn.Module):
@@ -163,8 +170,8 @@ def check_onnx_against_torch(model: nn.Module, onnx_path: str, height: int, widt
 def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
                 input_size: Optional[Tuple[int, int]] = None,
                 overrides: Optional[Dict[str, Any]] = None) -> str:
-    """Export ``checkpoint`` to ONNX once and reuse it (keyed by checkpoint hash, size and
-    overrides).
+    """Export ``checkpoint`` to ONNX once and reuse it (keyed by checkpoint hash,
+    :data:`EXPORT_REVISION`, size and overrides).
 
     Args:
         checkpoint: dtp_stereo checkpoint file.
@@ -181,7 +188,8 @@ def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
     root = Path(cache_dir) if cache_dir else default_engine_cache_dir()
     size_tag = "dyn" if input_size is None else f"{input_size[0]}x{input_size[1]}"
     size_tag += "".join(f"_{k}-{v}" for k, v in sorted((overrides or {}).items()))
-    out = root / f"{Path(checkpoint).stem}_{file_sha256(checkpoint)[:16]}_{size_tag}.onnx"
+    out = root / (f"{Path(checkpoint).stem}_{file_sha256(checkpoint)[:16]}_r{EXPORT_REVISION}_"
+                  f"{size_tag}.onnx")
     if out.is_file():
         return str(out)
     model, _ = load_model(checkpoint, device="cpu", overrides=overrides)

@@ -14,7 +14,7 @@ from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
 from dtp_stereo.backends.torch_backend import TorchBackend
 from dtp_stereo.checkpoint import save_checkpoint
 from dtp_stereo.data.synthetic import SyntheticStereo
-from dtp_stereo.export import export_onnx
+from dtp_stereo.export import EXPORT_REVISION, export_onnx
 from dtp_stereo.models import build_model
 from dtp_test_utils import tiny_dtpnet_config
 
@@ -107,6 +107,7 @@ def test_create_backend_torch_and_ondemand_onnx(checkpoint, pair, tmp_path):
     assert isinstance(ob, OnnxRuntimeBackend) and ob.input_size is None  # dynamic export
     exported = list(tmp_path.glob("*.onnx"))
     assert len(exported) == 1
+    assert f"_r{EXPORT_REVISION}_dyn" in exported[0].name  # a new exporter never reuses old files
     mtime = exported[0].stat().st_mtime_ns
     ob2 = create_backend("onnxruntime", checkpoint, engine_cache_dir=str(tmp_path), threads=1)
     assert ob2.onnx_path == str(exported[0]) and exported[0].stat().st_mtime_ns == mtime
