@@ -3,7 +3,7 @@
 # Run from the repository root on an otherwise idle machine (about 40 minutes on 2 cores):
 #   bash benchmarks/run_bench.sh [THREADS]            (default 2)
 # Writes docs/results/{bench-cpu,bench-cpu-compiled,speed-ratio-*,bench-torch-options-*,
-# bench-ort-*,conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
+# bench-ort-*,op-timings,conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
 # SIZES=... overrides the sizes of the main table; SHIPPED=... the shipped checkpoint.
 set -euo pipefail
 THREADS="${1:-2}"
@@ -52,6 +52,9 @@ for level in disable basic extended all; do
       --backends onnxruntime --repeats 10 --warmup 2 --reference dtpnet_fast \
       --ort-optimization $level --output $R/bench-ort-$level.json
 done
+
+# 4b. The rewritten non-convolution operators against the plain formulas.
+"$PY" benchmarks/op_timings.py --threads "$THREADS" --output $R/op-timings.json
 
 # 5. Convolution-bound check (interleaved rounds).
 "$PY" benchmarks/conv_bound.py --sizes "$SIZES" --heads full,fast \

@@ -167,3 +167,17 @@ def test_node_overhead_pairs_bare_and_node_frames(monkeypatch):
     assert res["repeats"] == 4 and res["lost"] == 0
     assert res["bare_ms"] > 0 and res["node_ms"] > 0
     assert res["overhead_pct_p10"] <= res["overhead_pct"] <= res["overhead_pct_p90"]
+
+
+def test_op_timings_reference_formulas_match_the_implementation():
+    ops = _load_script("op_timings")
+    from dtp_stereo.models.dtpnet import ShiftCorrelation
+    from dtp_stereo.models.layers import regress
+
+    g = torch.Generator().manual_seed(0)
+    left, right = torch.randn(1, 4, 6, 20, generator=g), torch.randn(1, 4, 6, 20, generator=g)
+    assert torch.allclose(ops.conv_shift_correlation(4, 5)(left, right),
+                          ShiftCorrelation(4, 5)(left, right), atol=1e-6)
+    logits = torch.randn(1, 16, 5, 7, generator=g)
+    for a, b in zip(ops.plain_regress(logits), regress(logits)):
+        assert torch.allclose(a, b, atol=1e-4)
