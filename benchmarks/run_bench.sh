@@ -3,7 +3,7 @@
 # Run from the repository root on an otherwise idle machine (about 40 minutes on 2 cores):
 #   bash benchmarks/run_bench.sh [THREADS]            (default 2)
 # Writes docs/results/{bench-cpu,bench-cpu-compiled,speed-ratio-*,bench-torch-options-*,
-# bench-ort-*,op-timings,conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
+# bench-ort-*,bench-threads-*,op-timings,conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
 # SIZES=... overrides the sizes of the main table; SHIPPED=... the shipped checkpoint.
 set -euo pipefail
 THREADS="${1:-2}"
@@ -51,6 +51,13 @@ for level in disable basic extended all; do
   bench --models "dtpnet_fast,dtpnet_pruned_fast=$SHIPPED:head=fast" --sizes 256x512 \
       --backends onnxruntime --repeats 10 --warmup 2 --reference dtpnet_fast \
       --ort-optimization $level --output $R/bench-ort-$level.json
+done
+
+# 4a. Thread scaling (1 vs 2 intra-op threads), fast-head students, torch and ONNX Runtime.
+for t in 1 2; do
+  "$PY" -m dtp_stereo.cli.main bench --models "$STUDENTS" --sizes 256x512 \
+      --backends torch,onnxruntime --threads $t --repeats 10 --warmup 2 --reference dtpnet_fast \
+      --output $R/bench-threads-$t.json
 done
 
 # 4b. The rewritten non-convolution operators against the plain formulas.
