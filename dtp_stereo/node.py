@@ -65,7 +65,7 @@ class ParamSpec:
 PARAMETERS: List[ParamSpec] = [
     ParamSpec("backend", "auto", "inference backend", choices=("auto", "torch", "onnxruntime",
                                                                "tensorrt")),
-    ParamSpec("checkpoint", "", "dtp_stereo checkpoint; empty = shipped dtpnet_pruned.pt"),
+    ParamSpec("checkpoint", "", "dtp_stereo checkpoint; empty = shipped dtpnet_pruned_fast.pt"),
     ParamSpec("onnx_path", "", "exported ONNX file (onnxruntime/tensorrt); empty = export "
                                "on demand"),
     ParamSpec("engine_cache_dir", "", "TensorRT engine / ONNX export cache; empty = backend "

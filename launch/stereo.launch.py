@@ -7,8 +7,8 @@ Example:
 
 Parameters come from ``params_file`` (default: the package's config/params.yaml); the
 ``backend``, ``checkpoint``, ``engine_cache_dir``, ``onnx_path``, ``device``, ``head`` and ``fp16``
-arguments override it only when non-empty (``head:=fast``: the fast regression head, ~2.5x faster
-for the shipped student at +0.08 px EPE, docs/results.md).
+arguments override it only when non-empty. The default model (models/dtpnet_pruned_fast.pt) has the
+fast regression head; ``head:=full`` switches a checkpoint to the full head (docs/results.md).
 """
 
 from launch import LaunchDescription

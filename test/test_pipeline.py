@@ -114,3 +114,18 @@ def test_shipped_configs_load():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.stages
+
+
+def test_student_overrides_fine_tune_a_full_head_checkpoint_with_the_fast_head(tiny_run, tmp_path):
+    """student_model.overrides switch the head of a loaded checkpoint (same weights); the
+    fine-tuned checkpoint records the new head."""
+    pruned = tiny_run / "prune" / "best.pt"
+    assert load_checkpoint(pruned).model_config.get("head", "full") == "full"
+    run = tmp_path / "fast"
+    rc = main(["--config", str(TINY), "--run-dir", str(run), "--quiet", "threads=1",
+               "--stages", "finetune", f"student_model.checkpoint={pruned}",
+               "student_model.overrides.head=fast", "finetune.optim.steps=2",
+               "finetune.loss.supervision=gt", "finetune.loss.points=[]"])
+    assert rc == 0
+    model, ckpt = load_model(run / "finetune" / "best.pt")
+    assert ckpt.model_config["head"] == "fast" and model.config.head == "fast"

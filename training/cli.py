@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         written = report([Path(r) for r in args.run_dirs], out)
         print(json.dumps(written, indent=2))
         return 0 if written else 1
-    args = _train_parser().parse_args(argv)
+    args = _train_parser().parse_intermixed_args(argv)  # options may follow overrides
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = list(args.overrides)

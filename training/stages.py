@@ -42,9 +42,9 @@ def _datasets(cfg: PipelineCfg):
     return train, val, test_spec
 
 
-def _load(path: Path) -> Tuple[nn.Module, str]:
+def _load(path: Path, overrides: Optional[Dict[str, Any]] = None) -> Tuple[nn.Module, str]:
     ckpt = load_checkpoint(path)
-    return build_from_checkpoint(ckpt), ckpt.model_name
+    return build_from_checkpoint(ckpt, overrides or None), ckpt.model_name
 
 
 def _import_teacher(cfg: PipelineCfg) -> Tuple[nn.Module, str]:
@@ -161,7 +161,7 @@ def stage_distill(cfg: PipelineCfg, resume: bool = False,
     mc = cfg.student_model
     seed_everything(mix_seed(cfg.seed, 2))
     if mc.checkpoint:
-        student, name = _load(Path(mc.checkpoint))
+        student, name = _load(Path(mc.checkpoint), mc.overrides)
     else:
         student, name = build_model(mc.name, **mc.config), mc.name
     student.to(cfg.device)
@@ -179,7 +179,7 @@ def stage_prune(cfg: PipelineCfg, resume: bool = False,
     del resume, max_steps  # prune is short and re-runs from its input checkpoint
     train, val, _ = _datasets(cfg)
     parent = student_checkpoint(cfg, "prune")
-    student, name = _load(parent)
+    student, name = _load(parent, cfg.student_model.overrides)
     student.to(cfg.device)
     h, w = cfg.prune.example_size
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -218,7 +218,7 @@ def stage_finetune(cfg: PipelineCfg, resume: bool = False,
     """Fine-tune the pruned student (distillation and/or ground truth)."""
     train, val, _ = _datasets(cfg)
     parent = student_checkpoint(cfg, "finetune")
-    student, name = _load(parent)
+    student, name = _load(parent, cfg.student_model.overrides)
     student.to(cfg.device)
     distiller, prov = _distiller_for(cfg, cfg.finetune, student, train)
     prov.update(stage="finetune", parent=str(parent))
@@ -244,7 +244,7 @@ def stage_eval(cfg: PipelineCfg, resume: bool = False,
         path = stage_dir(cfg, stage) / "best.pt"
         if not path.exists():
             continue
-        model, name = _load(path)
+        model, name = _load(path, None if stage == "teacher" else cfg.student_model.overrides)
         model.to(cfg.device).eval()
         d_max = d_max or int(model.max_disparity)
         div = int(getattr(model, "size_divisor", 1))
@@ -272,7 +272,7 @@ def stage_export(cfg: PipelineCfg, resume: bool = False,
 
     del resume, max_steps
     parent = student_checkpoint(cfg, "export")
-    model, name = _load(parent)
+    model, name = _load(parent, cfg.student_model.overrides)
     model.eval()
     out = stage_dir(cfg, "export")
     e = cfg.export

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("auto", "torch", "onnxruntime", "tensorrt"),
                         help="inference backend (default auto)")
     parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint (default: the shipped dtpnet_pruned.pt)")
+                        help="checkpoint (default: the shipped dtpnet_pruned_fast.pt)")
     parser.add_argument("--head", default="checkpoint", choices=("checkpoint", "full", "fast"),
                         help="DTPnet regression head (default: the checkpoint's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),

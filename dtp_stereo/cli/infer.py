@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint``, ``--device``, ``--max-width``, ``--threads`` (shared with ``eval``)."""
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="dtp_stereo checkpoint (default: the shipped dtpnet_pruned.pt)")
+                        help="dtp_stereo checkpoint (default: the shipped dtpnet_pruned_fast.pt)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--max-width", type=int, default=None,
                         help="downscale wider images to this width (pixels, aspect kept); "
