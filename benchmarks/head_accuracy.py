@@ -19,7 +19,9 @@ from dtp_stereo.checkpoint import load_model
 from dtp_stereo.models import build_model
 from training.evaluation import SYNTHETIC_TEST, evaluate_model, synthetic_test_split
 
-DEFAULT = ("shipped=models/dtpnet_pruned.pt", "kl_unpruned=runs/dtp_kl/distill/best.pt")
+DEFAULT = ("shipped=models/dtpnet_pruned.pt", "kl_unpruned=runs/dtp_kl/distill/best.pt",
+           "finetuned_full=runs/dtp_kl_full_ft/finetune/best.pt",
+           "finetuned_fast=models/dtpnet_pruned_fast.pt")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

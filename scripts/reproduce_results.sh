@@ -61,11 +61,29 @@ else
   dsn_chain
 fi
 
+# The runtime default (models/dtpnet_pruned_fast.pt): the shipped student fine-tuned 800 more steps
+# with the fast head on GT + teacher disparity; and the same recipe with the full head as control.
+disp_point='[{name: disp, teacher_tap: disparity, student_tap: disparity, loss: smooth_l1, weight: 1.0}]'
+for run in fast:fast full_ft:full; do
+  $bin/dtp-train --config configs/dtp_cpu.yaml --run-dir runs/dtp_kl_${run%%:*} \
+    --stages finetune,eval threads=2 teacher_model.checkpoint=$teacher \
+    student_model.checkpoint=models/dtpnet_pruned.pt student_model.overrides.head=${run#*:} \
+    "finetune.loss.points=$disp_point" finetune.loss.supervision=both \
+    finetune.optim.steps=800 eval.sgbm=false
+done
+$bin/python scripts/ship_model.py runs/dtp_kl_fast/finetune/best.pt \
+  --eval runs/dtp_kl_fast/eval/results.json --stage finetune --name dtpnet_pruned_fast
+$bin/python benchmarks/head_accuracy.py --checkpoints shipped=models/dtpnet_pruned.pt \
+  kl_unpruned=runs/dtp_kl/distill/best.pt finetuned_full=runs/dtp_kl_full_ft/finetune/best.pt \
+  finetuned_fast=models/dtpnet_pruned_fast.pt
+
 # Collect the tables of docs/results.md (claims 1-4) and the learning curves.
 $bin/python benchmarks/collect_results.py --out docs/results/dtp_claims.json
 $bin/dtp-train report runs/dtp_cpu runs/dtp_gt runs/dtp_both runs/dtp_kl --out docs/results/
 # Claim 5: real data (Middlebury Aloe from Debian's opencv-doc) against OpenCV SGBM
 $bin/python benchmarks/aloe_eval.py --scale 0.25 \
   --checkpoints teacher=$teacher gt_only=runs/dtp_gt/distill/best.pt \
-  distilled=runs/dtp_cpu/distill/best.pt pruned=runs/dtp_cpu/finetune/best.pt \
+  distilled_kl=runs/dtp_kl/distill/best.pt shipped_pruned=models/dtpnet_pruned.pt \
+  shipped_pruned_fast=models/dtpnet_pruned_fast.pt gwc_student=runs/dsn_cpu/distill/best.pt \
   --output-json docs/results/aloe.json --figure docs/results/aloe.png
+# Performance figures (about 40 minutes): see benchmarks/run_bench.sh
