@@ -4,8 +4,9 @@ No GPU was available to this project, so fp16 *latency* on CUDA/TensorRT is not 
 What the CPU can tell is what fp16 arithmetic does to the *accuracy*: the same weights run
 
 - ``fp32``: the reference;
-- ``fp16_autocast``: ``torch.autocast(float16)``, what the torch backend does on CUDA with
-  ``fp16=True`` (convolutions in float16, softmax and soft-argmax in float32);
+- ``fp16_autocast``: ``torch.autocast(float16)``, as the torch backend runs with ``fp16=True``
+  on CUDA; on the CPU autocast also leaves softmax and the outputs in float16 (on CUDA softmax
+  runs in float32), so this is the more pessimistic of the two;
 - ``fp16_all``: every layer and activation in float16 (``model.half()``), close to a TensorRT
   FP16 engine that keeps no layer in float32 (the worst case);
 - ``bf16_autocast``: bfloat16 autocast, the other 16-bit format.

@@ -4,8 +4,8 @@
 that convolution's weight and bias (``w' = w·γ/σ``, ``b' = (b - μ)·γ/σ + β`` per output
 channel, ``σ = sqrt(var + eps)``), and replaces the BatchNorm with ``nn.Identity``. The outputs
 are those of the unfused model up to float32 rounding; each BatchNorm pass over a feature map
-(memory-bound on CPU) disappears. ONNX export already does this folding (constant folding in
-eval mode), so it matters for the torch backend only.
+(memory-bound on CPU) disappears. The ONNX exporter folds Conv+BN itself (and ONNX Runtime fuses
+Conv+BatchNormalization), but not ConvTranspose+BN: DTPnet exports keep the hourglass's two.
 
 The fused model is for inference: its state_dict has conv biases and no BatchNorm entries, so
 it is not a dtp_stereo checkpoint; keep saving the unfused model.
