@@ -290,11 +290,24 @@ def measure(job: BenchJob, complexity: Optional[Dict[str, Any]] = None) -> Dict[
 
 
 def export_for_onnx(spec: ModelSpec, height: int, width: int, out_dir: str) -> Dict[str, Any]:
-    """Export ``spec`` at a fixed H×W to ``out_dir``; returns ``{"onnx", "params", "macs"}``."""
-    from dtp_stereo.export import export_onnx
+    """Export ``spec`` at a fixed H×W to ``out_dir``; returns ``{"onnx", "params", "macs"}``.
+
+    An existing file is reused only if it has the same name, which carries the exporter's
+    :data:`~dtp_stereo.export.EXPORT_REVISION` and a hash of the spec (a kept ``--onnx-dir`` never
+    feeds an older graph or another checkpoint/config to the benchmark).
+    """
+    import hashlib
+
+    from dtp_stereo.export import EXPORT_REVISION, export_onnx
 
     model = build_spec_model(spec)
-    path = os.path.join(out_dir, f"{spec.label}_{height}x{width}.onnx")
+    key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:10]
+    if spec.checkpoint:
+        from dtp_stereo.backends.tensorrt_backend import file_sha256
+
+        key += file_sha256(spec.checkpoint)[:10]
+    path = os.path.join(out_dir,
+                        f"{spec.label}_{height}x{width}_r{EXPORT_REVISION}_{key}.onnx")
     if not os.path.isfile(path):
         export_onnx(model, path, height, width, dynamic=False)
     return {"onnx": path, **_complexity(model, height, width)}

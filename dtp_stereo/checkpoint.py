@@ -381,8 +381,10 @@ def build_from_checkpoint(ckpt: Checkpoint,
     try:
         model = build_model(ckpt.model_name, **{**ckpt.model_config, **(overrides or {})})
     except TypeError as exc:
+        extra = f"; overrides: {', '.join(overrides)}" if overrides else ""
         raise CheckpointError(f"{where}: model_config is not accepted by {ckpt.model_name!r}: "
-                              f"{exc} (config keys: {', '.join(ckpt.model_config)})") from None
+                              f"{exc} (config keys: {', '.join(ckpt.model_config)}{extra})"
+                              ) from None
     except ValueError as exc:
         raise CheckpointError(f"{where}: invalid model_config for {ckpt.model_name!r}: "
                               f"{exc}") from None

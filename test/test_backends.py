@@ -243,3 +243,16 @@ def test_torch_backend_channels_last_skips_3d_models_and_keeps_2d_output(torch_o
     fast = TorchBackend(student, channels_last=True)
     assert fast.channels_last is True
     assert np.allclose(fast.infer(x, x).disparity, plain, atol=1e-4)
+
+
+def test_head_override_without_a_head_is_named(tmp_path, caplog, onnx_fixed):
+    from dtp_stereo.checkpoint import CheckpointError
+
+    teacher = build_model("psmnet", base_width=4, layer1_blocks=1, layer2_blocks=1,
+                          layer3_blocks=1, layer4_blocks=1, max_disparity=16)
+    ckpt = str(save_checkpoint(tmp_path / "teacher.pt", teacher))
+    with pytest.raises(CheckpointError, match="overrides: head"):
+        create_backend("torch", ckpt, head="fast")
+    with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends"):
+        backend = create_backend("onnxruntime", onnx=onnx_fixed, head="fast", threads=1)
+    assert backend.name == "onnxruntime" and "head 'fast' ignored" in caplog.text

@@ -43,8 +43,9 @@ class ModelCfg:
     name: str = "dtpnet"  # registered model name (dtp_stereo.models.build_model)
     config: Dict[str, Any] = field(default_factory=dict)  # build_model keyword arguments
     checkpoint: Optional[str] = None  # dtp_stereo checkpoint to start from (skips training)
-    # model_config entries replaced whenever a checkpoint of this model is loaded; only options
-    # that keep the weights (e.g. {head: fast} to fine-tune a full-head DTPnet with the fast head)
+    # model_config entries replaced whenever a checkpoint of this model is loaded (every stage,
+    # eval included); only options that keep the weights (e.g. {head: fast} to fine-tune a
+    # full-head DTPnet with the fast head: the eval stage then scores each student stage with it)
     overrides: Dict[str, Any] = field(default_factory=dict)
 
 

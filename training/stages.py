@@ -52,7 +52,7 @@ def _import_teacher(cfg: PipelineCfg) -> Tuple[nn.Module, str]:
     mc = cfg.teacher_model
     path = Path(mc.checkpoint)
     try:
-        return _load(path)
+        return _load(path, mc.overrides)
     except CheckpointError as exc:
         if mc.name != "psmnet" or "not a dtp_stereo checkpoint" not in str(exc):
             raise
@@ -147,7 +147,7 @@ def _distiller_for(cfg: PipelineCfg, stage: StageCfg, student: nn.Module, train
     teacher = None
     if _needs_teacher(stage):
         path = teacher_checkpoint(cfg)
-        teacher, _ = _load(path)
+        teacher, _ = _load(path, cfg.teacher_model.overrides)
         teacher.to(cfg.device).eval()
         prov["teacher"] = str(path)
     distiller = Distiller(student, teacher, stage.loss, example=_example(train, cfg))
@@ -187,7 +187,7 @@ def stage_prune(cfg: PipelineCfg, resume: bool = False,
                torch.rand(1, 3, h, w, generator=gen).to(cfg.device))
     teacher = None
     if cfg.prune.finetune_steps > 0 and _needs_teacher(cfg.distill):
-        teacher, _ = _load(teacher_checkpoint(cfg))
+        teacher, _ = _load(teacher_checkpoint(cfg), cfg.teacher_model.overrides)
         teacher.to(cfg.device).eval()
 
     def finetune(model: nn.Module, step: int) -> None:
@@ -244,7 +244,8 @@ def stage_eval(cfg: PipelineCfg, resume: bool = False,
         path = stage_dir(cfg, stage) / "best.pt"
         if not path.exists():
             continue
-        model, name = _load(path, None if stage == "teacher" else cfg.student_model.overrides)
+        mc = cfg.teacher_model if stage == "teacher" else cfg.student_model
+        model, name = _load(path, mc.overrides)
         model.to(cfg.device).eval()
         d_max = d_max or int(model.max_disparity)
         div = int(getattr(model, "size_divisor", 1))

@@ -57,6 +57,9 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     if checkpoint is None and onnx is None:
         raise BackendError(f"backend {name!r} needs a checkpoint or an ONNX file")
+    if head and onnx is not None and name != "torch":
+        _LOG.warning("head %r ignored: the given ONNX file %s has its head baked in "
+                     "(export the checkpoint with that head instead)", head, onnx)
     if name == "auto":
         name = _pick_auto(checkpoint, onnx, input_size)
         if name == "tensorrt":
