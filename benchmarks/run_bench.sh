@@ -60,6 +60,12 @@ for t in 1 2; do
       --output $R/bench-threads-$t.json
 done
 
+# 4a'. ONNX Runtime's per-operator time, with the plane softmax as an ONNX Softmax and written out.
+"$PY" benchmarks/ort_profile.py --checkpoint "$SHIPPED" --size 256x512 --plain-softmax \
+    --threads "$THREADS" --output $R/ort-profile-plain-softmax.json
+"$PY" benchmarks/ort_profile.py --checkpoint "$SHIPPED" --size 256x512 \
+    --threads "$THREADS" --output $R/ort-profile-explicit-softmax.json
+
 # 4b. The rewritten non-convolution operators against the plain formulas.
 "$PY" benchmarks/op_timings.py --threads "$THREADS" --output $R/op-timings.json
 

@@ -181,3 +181,18 @@ def test_op_timings_reference_formulas_match_the_implementation():
     logits = torch.randn(1, 16, 5, 7, generator=g)
     for a, b in zip(ops.plain_regress(logits), regress(logits)):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_ort_profile_sees_softmax_only_in_the_plain_export(tmp_path):
+    prof = _load_script("ort_profile")
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_model("dtpnet", **TINY), model_name="dtpnet")
+    outs = {}
+    for flag in ([], ["--plain-softmax"]):
+        out = tmp_path / f"p{len(flag)}.json"
+        assert prof.main(["--checkpoint", str(ckpt), "--size", "64x128", "--runs", "1",
+                          "--threads", "1", "--output", str(out)] + flag) == 0
+        outs[bool(flag)] = json.loads(out.read_text())
+    assert "Softmax" in outs[True]["ms_per_op_type"]
+    assert "Softmax" not in outs[False]["ms_per_op_type"]
+    assert "Exp" in outs[False]["ms_per_op_type"] and outs[False]["total_kernel_ms"] > 0

@@ -202,7 +202,8 @@ def softmax_planes(logits: Tensor) -> Tensor:
 
     In an ONNX export it is written out as ``exp(x - max) / sum`` (ReduceMax, Sub, Exp,
     ReduceSum, Div): ONNX Runtime's CPU Softmax over a non-last axis of a 4-D tensor is very slow
-    (477 of 540 ms for the shipped student's full head at 256×512), the explicit form is not.
+    (499 of 554 ms for the shipped student's full head at 256×512; whole graph 86 ms written out,
+    docs/results/ort-profile-*.json).
     Eager PyTorch keeps ``F.softmax`` (its own kernel is the faster one there).
     """
     if torch.onnx.is_in_onnx_export():
