@@ -31,8 +31,9 @@ _LOG = logging.getLogger(__name__)
 # Part of the on-demand export cache key (ensure_onnx): bump it whenever the exported graph of the
 # same checkpoint changes, so robots do not keep running a stale cached file. 2: plane softmax
 # written out as exp/sum (ONNX Runtime's axis-1 Softmax was 5x slower), soft-argmax as a MatMul,
-# confidence by GatherElements, correlation by slices.
-EXPORT_REVISION = 2
+# confidence by GatherElements, correlation by slices. 3: gather indices bounded by Max/Min, not
+# an integer Clip (TensorRT).
+EXPORT_REVISION = 3
 
 
 class StereoOnnxWrapper(nn.Module):

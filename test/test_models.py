@@ -176,6 +176,7 @@ def test_dtpnet_onnx_has_no_3d_ops_or_5d_tensors(head):
     # the plane softmax is written out (ORT's axis-1 Softmax was ~5x slower) and the
     # soft-argmax is one MatMul: guards the ONNX Runtime speed-up
     assert "Softmax" not in ops and ops.count("MatMul") == 1 and "Exp" in ops
+    assert "Clip" not in ops  # integer Clip (gather indices) is not TensorRT-safe
     for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
         dims = vi.type.tensor_type.shape.dim
         assert len(dims) <= 4, f"{vi.name} has rank {len(dims)}"

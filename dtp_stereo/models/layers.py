@@ -193,7 +193,11 @@ def window_confidence(prob: Tensor, radius: int = 2) -> Tensor:
     offsets = torch.arange(-radius, radius + 1, device=prob.device).view(1, -1, 1, 1)
     index = peak + offsets  # B×(2r+1)×H×W
     inside = ((index >= 0) & (index < num)).to(prob.dtype)
-    window = torch.gather(prob, 1, index.clamp(0, num - 1))
+    # Max/Min rather than clamp: clamp exports as an integer Clip, which TensorRT's parser may
+    # not take; elementwise Max/Min on integers it does
+    low = torch.zeros((), dtype=index.dtype, device=index.device)
+    safe = torch.minimum(torch.maximum(index, low), low + (num - 1))
+    window = torch.gather(prob, 1, safe)
     return torch.sum(window * inside, dim=1)
 
 
