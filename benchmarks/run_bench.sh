@@ -87,3 +87,9 @@ done
     --fp16-output /tmp/dtp_fp16.onnx \
     --size 128x256 --calib-samples 16 --compare 20 --threads "$THREADS" \
     --json $R/quantize-int8.json
+# ... and the same for the runtime default model
+"$PY" benchmarks/precision_accuracy.py --checkpoint models/dtpnet_pruned_fast.pt --heads fast \
+    --output $R/precision-accuracy-default.json
+"$PY" -m training.cli quantize --checkpoint models/dtpnet_pruned_fast.pt \
+    --output /tmp/dtp_fast_int8.onnx --fp16-output /tmp/dtp_fast_fp16.onnx --size 128x256 \
+    --calib-samples 16 --compare 20 --threads "$THREADS" --json $R/quantize-int8-default.json
