@@ -14,8 +14,6 @@ Usage (from the repository root, torch CPU)::
 """
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -116,7 +114,7 @@ def measure_conv_bound(model: nn.Module, height: int, width: int, *, repeats: in
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Measure both DTPnet heads (or a checkpoint) and print a markdown table."""
-    from dtp_stereo.bench import ModelSpec, build_spec_model, host_info, parse_model_spec
+    from dtp_stereo.bench import ModelSpec, build_spec_model, parse_model_spec, write_report
     from dtp_stereo.bench import parse_size
     from dtp_stereo.optimize import fuse_conv_bn
 
@@ -161,11 +159,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"| {r['model']} | {r['size']} | {r['model_ms']:.1f} | {r['conv_ms']:.1f} "
               f"| {r['ratio']:.2f} | {lo:.2f}-{hi:.2f} | {r['n_conv_calls']} |")
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as fh:
-            json.dump({"host": host_info(args.threads), "repeats": args.repeats,
-                       "fuse_bn": args.fuse_bn, "results": rows}, fh, indent=2)
-        print(f"wrote {args.output}")
+        write_report(args.output, {"repeats": args.repeats, "fuse_bn": args.fuse_bn,
+                                   "results": rows},
+                     threads=args.threads, script="benchmarks/conv_bound.py", argv=argv)
     return 0
 
 

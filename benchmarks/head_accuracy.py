@@ -9,14 +9,13 @@ Usage:
 """
 
 import argparse
-import json
 import sys
 from typing import List, Optional
 
 import torch
 
+from dtp_stereo.bench import write_report
 from dtp_stereo.checkpoint import load_model
-from dtp_stereo.models import build_model
 from training.evaluation import SYNTHETIC_TEST, evaluate_model, synthetic_test_split
 
 DEFAULT = ("shipped=models/dtpnet_pruned.pt", "kl_unpruned=runs/dtp_kl/distill/best.pt",
@@ -35,17 +34,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = {"test_split": SYNTHETIC_TEST, "samples": args.samples}
     for item in args.checkpoints:
         label, path = item.split("=", 1)
-        model, ckpt = load_model(path)
         for head in ("full", "fast"):
-            m = build_model(ckpt.model_name, **dict(ckpt.model_config, head=head))
-            m.load_state_dict(model.state_dict())
-            r = evaluate_model(m.eval(), test, args.samples)
+            m, _ = load_model(path, overrides={"head": head})  # same weights, either head
+            r = evaluate_model(m, test, args.samples)
             out[f"{label}_{head}"] = {k: r[k] for k in ("epe", "d1", "bad_1", "bad_2", "bad_3")}
             print(label, head, {k: round(r[k], 3) for k in ("epe", "d1", "bad_2")}, flush=True)
-    cmd = ["python", "benchmarks/head_accuracy.py"] + list(argv or sys.argv[1:])
-    out["command"] = " ".join(cmd)
-    with open(args.output, "w") as f:
-        json.dump(out, f, indent=2)
+    write_report(args.output, out, threads=1, script="benchmarks/head_accuracy.py", argv=argv)
     return 0
 
 

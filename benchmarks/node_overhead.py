@@ -18,7 +18,6 @@ Usage (from the repository root)::
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -195,7 +194,7 @@ def measure_node_overhead(backend: Any, height: int, width: int, *, repeats: int
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print (and optionally write) the node overhead at one size."""
-    from dtp_stereo.bench import host_info, parse_size
+    from dtp_stereo.bench import parse_size, write_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dtpnet",
@@ -219,10 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"({res['overhead_pct']:.1f} %, frames p10-p90 {res['overhead_pct_p10']:.1f} to "
           f"{res['overhead_pct_p90']:.1f} %; {verdict} the 10 % target), lost {res['lost']}")
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as fh:
-            json.dump({"host": host_info(args.threads), "result": res}, fh, indent=2)
-        print(f"wrote {args.output}")
+        write_report(args.output, {"result": res}, threads=args.threads,
+                     script="benchmarks/node_overhead.py", argv=argv)
     return 0
 
 

@@ -17,8 +17,6 @@ Writes ``docs/results/op-timings.json``. Usage (repository root)::
 """
 
 import argparse
-import json
-import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -87,7 +85,7 @@ def _pair(name: str, shape: List[int], plain: Callable[[], Any], impl: Callable[
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from dtp_stereo.bench import host_info
+    from dtp_stereo.bench import write_report
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -115,13 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append(_pair("shift_correlation", [1, c, h, w], lambda: old(left, right),
                           lambda: new(left, right), args.repeats))
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as fh:
-            json.dump({"host": host_info(args.threads), "command": " ".join(
-                ["python", "benchmarks/op_timings.py"]
-                + list(argv if argv is not None else sys.argv[1:])), "results": rows},
-                fh, indent=2)
-        print(f"wrote {args.output}")
+        write_report(args.output, {"results": rows}, threads=args.threads,
+                     script="benchmarks/op_timings.py", argv=argv)
     return 0
 
 

@@ -53,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch.nn.functional as F
 
     import dtp_stereo.models.layers as layers
-    from dtp_stereo.bench import host_info, parse_size
+    from dtp_stereo.bench import parse_size, write_report
     from dtp_stereo.checkpoint import load_model
     from dtp_stereo.export import export_onnx
 
@@ -83,15 +83,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{op:24s} {ms:8.1f} ms ({100 * ms / total:4.1f} %)")
     print(f"{'total kernel time':24s} {total:8.1f} ms")
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as fh:
-            json.dump({"host": host_info(args.threads), "command": " ".join(
-                ["python", "benchmarks/ort_profile.py"]
-                + list(argv if argv is not None else sys.argv[1:])),
-                "checkpoint": args.checkpoint, "head": args.head, "size": args.size,
-                "plain_softmax": args.plain_softmax, "total_kernel_ms": total,
-                "ms_per_op_type": ops}, fh, indent=2)
-        print(f"wrote {args.output}")
+        write_report(args.output, {"checkpoint": args.checkpoint, "head": args.head,
+                                   "size": args.size, "plain_softmax": args.plain_softmax,
+                                   "total_kernel_ms": total, "ms_per_op_type": ops},
+                     threads=args.threads, script="benchmarks/ort_profile.py", argv=argv)
     return 0
 
 

@@ -22,7 +22,6 @@ Usage (repository root)::
 """
 
 import argparse
-import json
 import sys
 from typing import List, Optional
 
@@ -74,6 +73,7 @@ def _half_copy(model: nn.Module) -> nn.Module:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from dtp_stereo.bench import write_report
     from training.evaluation import SYNTHETIC_TEST, evaluate_model, synthetic_test_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,11 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             out["results"][f"{head}_{precision}"] = row
             print(f"{head} {precision}: EPE {row['epe']:.3f} px, D1 {row['d1']:.2f} %, vs fp32 "
                   f"max {row['first_pair_max_abs_diff_px']:.3f} px", flush=True)
-    out["command"] = " ".join(["python", "benchmarks/precision_accuracy.py"]
-                              + list(argv if argv is not None else sys.argv[1:]))
-    with open(args.output, "w", encoding="utf-8") as fh:
-        json.dump(out, fh, indent=2)
-    print(f"wrote {args.output}")
+    write_report(args.output, out, threads=2, script="benchmarks/precision_accuracy.py",
+                 argv=argv)
     return 0
 
 

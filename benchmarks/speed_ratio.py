@@ -14,14 +14,12 @@ Usage (repository root)::
 """
 
 import argparse
-import json
-import os
 import sys
 from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from dtp_stereo.bench import host_info, interleaved_ratio, parse_model_spec, parse_size
+    from dtp_stereo.bench import interleaved_ratio, parse_model_spec, parse_size, write_report
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference", default="psmnet", help="the teacher (alias or LABEL=PATH)")
@@ -51,13 +49,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{res['ratio']:.1f}x (rounds {res['ratio_min']:.1f}-{res['ratio_max']:.1f}; "
               f"{res['reference_ms']:.0f} ms vs {res['model_ms']:.1f} ms)", flush=True)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as fh:
-            json.dump({"host": host_info(args.threads), "command": " ".join(
-                ["python", "benchmarks/speed_ratio.py"]
-                + list(argv if argv is not None else sys.argv[1:])), "results": results},
-                fh, indent=2)
-        print(f"wrote {args.output}")
+        write_report(args.output, {"results": results}, threads=args.threads,
+                     script="benchmarks/speed_ratio.py", argv=argv)
     return 0
 
 

@@ -29,7 +29,7 @@ from dtp_stereo.cli.args import parse_size
 
 __all__ = ["MODEL_ALIASES", "BACKENDS", "MACS_COUNTER", "ModelSpec", "BenchJob",
            "parse_model_spec", "parse_size", "measure", "run_job", "run_benchmark", "add_ratios",
-           "interleaved_ratio", "host_info"]
+           "interleaved_ratio", "host_info", "write_report"]
 
 # alias -> (registered architecture, config overrides)
 MODEL_ALIASES: Dict[str, Tuple[str, Dict[str, Any]]] = {
@@ -499,6 +499,20 @@ def interleaved_ratio(reference: ModelSpec, model: ModelSpec, height: int, width
                          "compile": compile, "fuse_bn": fuse_bn,
                          "ort_optimization": ort_optimization, "warmup": warmup,
                          "models": [asdict(reference), asdict(model)]}}
+
+
+def write_report(path: str, payload: Dict[str, Any], *, threads: int, script: str,
+                 argv: Optional[Sequence[str]] = None) -> None:
+    """Write a benchmark script's JSON: ``host`` (:func:`host_info`), the ``command`` that
+    produced it (``python SCRIPT ARGS``; ``argv`` defaults to ``sys.argv[1:]``) and ``payload``.
+    Parent folders are created; prints the path."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    report = {"host": host_info(threads), "command": " ".join(["python", script] + args),
+              **payload}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    print(f"wrote {path}")
 
 
 def host_info(threads: int) -> Dict[str, Any]:
