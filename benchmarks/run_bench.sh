@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every performance figure of docs/results.md ("Performance"), in the order they were produced.
-# Run from the repository root on an otherwise idle machine (about 40 minutes on 2 cores):
+# Run from the repository root on an otherwise idle machine (run here in parts, not timed end to end):
 #   bash benchmarks/run_bench.sh [THREADS]            (default 2)
 # Writes docs/results/{bench-cpu,bench-cpu-compiled,speed-ratio-*,bench-torch-options-*,
 # bench-ort-*,bench-threads-*,op-timings,conv-bound-cpu,node-overhead-cpu*,precision-accuracy,quantize-int8}.json (+ .md tables).
