@@ -54,15 +54,20 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> i
 
 
 def batch_indices(step: int, num_samples: int, batch_size: int, seed: int, rank: int = 0,
-                  world_size: int = 1) -> List[int]:
+                  world_size: int = 1, fresh: bool = False) -> List[int]:
     """Dataset indices of ``rank``'s batch at global ``step`` (a per-epoch permutation shard).
 
     Each epoch draws a permutation seeded by (seed, epoch); step ``s`` of the epoch takes the
     slice ``[s*B*W + rank*B, ... + B)`` (wrapping around for tiny datasets), so ranks never
     share a sample within a step and the sequence depends only on (seed, step).
+    With ``fresh`` (an unbounded stream) the indices are that slice itself, in order: sample
+    ``n`` of the run is scene ``n``, so no scene repeats.
     """
     if num_samples < 1:
         raise ValueError("the training dataset is empty")
+    if fresh:
+        start = step * batch_size * world_size + rank * batch_size
+        return [(start + k) % num_samples for k in range(batch_size)]
     spe = steps_per_epoch(num_samples, batch_size, world_size)
     epoch, pos = divmod(step, spe)
     gen = torch.Generator().manual_seed(mix_seed(seed, epoch))
@@ -104,17 +109,18 @@ class StepBatches:
     """Batch sampler yielding ``[(sample_seed, index), ...]`` for steps ``start .. stop-1``."""
 
     def __init__(self, start: int, stop: int, num_samples: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, fresh: bool = False) -> None:
         self.start, self.stop = start, stop
         self.n, self.b, self.seed = num_samples, batch_size, seed
-        self.rank, self.world = rank, world_size
+        self.rank, self.world, self.fresh = rank, world_size, fresh
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
 
     def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
         for step in range(self.start, self.stop):
-            idx = batch_indices(step, self.n, self.b, self.seed, self.rank, self.world)
+            idx = batch_indices(step, self.n, self.b, self.seed, self.rank, self.world,
+                                self.fresh)
             yield [(mix_seed(self.seed, step, self.rank, k), i) for k, i in enumerate(idx)]
 
 
@@ -128,11 +134,17 @@ def collate(samples: Sequence[Dict[str, Tensor]]) -> Dict[str, Tensor]:
 
 def make_loader(dataset: Dataset, start: int, stop: int, batch_size: int, seed: int,
                 num_workers: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """DataLoader over steps ``start..stop-1`` with the deterministic per-step sampler."""
+    """DataLoader over steps ``start..stop-1`` with the deterministic per-step sampler.
+
+    A dataset with ``fresh = True`` (an unbounded synthetic stream) is read in order.
+    """
+    fresh = bool(getattr(dataset, "fresh", False))
     return DataLoader(SeededSamples(dataset),
                       batch_sampler=StepBatches(start, stop, len(dataset), batch_size, seed,
-                                                rank, world_size),
-                      num_workers=num_workers, collate_fn=collate)
+                                                rank, world_size, fresh),
+                      num_workers=num_workers, collate_fn=collate,
+                      prefetch_factor=4 if num_workers > 0 else None,
+                      persistent_workers=False)
 
 
 # ----------------------------------------------------------------------------- optimisation

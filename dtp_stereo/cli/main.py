@@ -16,6 +16,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
               "run a checkpoint on one stereo pair; write PFM, 16-bit PNG, colour PNG"),
     "eval": ("dtp_stereo.cli.evaluate",
              "evaluate a checkpoint on a dataset; print and write JSON metrics"),
+    "real-pairs": ("dtp_stereo.cli.real_pairs",
+                   "write the real pairs with ground truth found here in Middlebury layout"),
     "info": ("dtp_stereo.cli.info",
              "describe a checkpoint: model, widths, params, MACs, provenance"),
     "import-psmnet": ("dtp_stereo.cli.import_psmnet",

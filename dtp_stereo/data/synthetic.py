@@ -220,7 +220,9 @@ class SyntheticStereo:
 
         Returns:
             Dict with ``left``, ``right`` (H×W×3 uint8 RGB), ``disparity`` (H×W float32,
-            left view, pixels, defined everywhere), ``valid`` (H×W bool, all True),
+            left view, pixels, defined everywhere), ``disparity_right`` (H×W float32, the right
+            view's disparity: right pixel ``x`` shows the left pixel ``x + d``; it makes
+            swap-and-flip augmentation exact), ``valid`` (H×W bool, all True),
             ``valid_noc`` (H×W bool, False where occluded in / outside the right image) and
             ``meta`` (dataset, name, index, seed, num_objects).
         """
@@ -307,6 +309,7 @@ class SyntheticStereo:
             "left": left,
             "right": right,
             "disparity": disp_l,
+            "disparity_right": disp_r,
             "valid": np.ones((h, w), dtype=bool),
             "valid_noc": valid_noc,
             "meta": {

@@ -27,7 +27,9 @@ from training.data.augment import StereoAugment
 __all__ = ["StereoDataset", "build_dataset", "holdout_split", "to_tensors", "SPEC_KEYS"]
 
 SPEC_KEYS = ("name", "root", "split", "size", "height", "width", "max_disparity", "seed",
-             "augment", "augment_seed", "render_pass", "gt_root", "val_fraction", "synthetic")
+             "augment", "augment_seed", "render_pass", "gt_root", "val_fraction", "synthetic",
+             "fresh")
+FRESH_LENGTH = 2 ** 62  # index space of a ``fresh`` synthetic stream (never wraps in practice)
 _SYNTHETIC_SIZES = {"train": 1000, "val": 64, "test": 64}
 
 
@@ -59,10 +61,17 @@ class StereoDataset(Dataset):
         seed: augmentation seed. ``None``: each item draws its generator seed from torch's
             global RNG (so the trainer's per-step seeding, or the DataLoader's per-worker seeds,
             decide); an int: item ``i`` uses ``default_rng([seed, epoch, i])``.
+        fresh: the source is an unbounded stream (a synthetic generator): the trainer reads
+            indices 0, 1, 2, ... in order, so every training sample is a scene never seen
+            before, instead of shuffled epochs over a fixed set.
     """
 
     def __init__(self, source: Union[Sequence[SampleRef], SyntheticStereo],
-                 augment: Optional[Any] = None, seed: Optional[int] = None) -> None:
+                 augment: Optional[Any] = None, seed: Optional[int] = None,
+                 fresh: bool = False) -> None:
+        if fresh and not isinstance(source, SyntheticStereo):
+            raise ValueError("StereoDataset: fresh=True needs a synthetic generator as source")
+        self.fresh = bool(fresh)
         if isinstance(source, SyntheticStereo):
             self.synthetic: Optional[SyntheticStereo] = source
             self.refs: List[SampleRef] = []
@@ -138,6 +147,8 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
         gt_root: ETH3D ground-truth folder.
         val_fraction: hold-out fraction for real-data ``train``/``val`` splits (default 0: none).
         synthetic: dict of extra ``SyntheticStereo`` keyword arguments (e.g. ``noise_std``).
+        fresh: synthetic only: an unbounded stream of new scenes (``size`` is ignored); the
+            trainer reads it in order, so no scene is ever repeated.
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ValueError(f"dataset spec must be a dict with a 'name' key, got {spec!r}")
@@ -157,13 +168,17 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
     aug_seed = spec.get("augment_seed")
     aug_seed = None if aug_seed is None else int(aug_seed)
 
+    fresh = bool(spec.get("fresh", False))
     if name.lower() == "synthetic":
+        length = FRESH_LENGTH if fresh else (
+            int(size) if size is not None else _SYNTHETIC_SIZES.get(split, 64))
         gen = SyntheticStereo(
             int(spec.get("height", 256)), int(spec.get("width", 512)),
-            int(spec.get("max_disparity", 192)), split_seed(seed, split),
-            int(size) if size is not None else _SYNTHETIC_SIZES.get(split, 64),
+            int(spec.get("max_disparity", 192)), split_seed(seed, split), length,
             **dict(spec.get("synthetic") or {}))
-        return StereoDataset(gen, augment, aug_seed)
+        return StereoDataset(gen, augment, aug_seed, fresh=fresh)
+    if fresh:
+        raise ValueError(f"dataset {name!r}: 'fresh' streams exist only for synthetic data")
 
     val_fraction = float(spec.get("val_fraction", 0.0))
     list_split = "train" if split == "val" else split

@@ -1,0 +1,211 @@
+"""The transferring recipe's data path: full augmentation set, fresh scene streams, real pairs."""
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dtp_stereo.cli.main import main
+from dtp_stereo.data.formats import read_pfm, write_image_rgb
+from dtp_stereo.data.readers import list_dataset
+from dtp_stereo.data.real_pairs import load_motorcycle, prepare_real_pairs, scale_pair
+from dtp_stereo.data.synthetic import SyntheticStereo
+from dtp_stereo.models import build_model
+from dtp_stereo.checkpoint import save_checkpoint
+from dtp_test_utils import tiny_dtpnet_config
+from training.data.augment import (AugmentConfig, StereoAugment, blur_noise, erase_right,
+                                   scale_stretch, swap_flip, vertical_flip, warp_right)
+from training.data.datasets import build_dataset
+from training.trainer import batch_indices, make_loader
+
+torch.set_num_threads(1)
+
+
+def _warp_error(sample):
+    """Mean |left − right(x − d)| over non-occluded pixels (grey levels)."""
+    d = sample["disparity"]
+    h, w = d.shape
+    xs = (np.arange(w, dtype=np.float32)[None, :] - d).astype(np.float32)
+    ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, 1)
+    warped = cv2.remap(sample["right"], xs, ys, cv2.INTER_LINEAR)
+    mask = sample["valid_noc"] if "valid_noc" in sample else sample["valid"]
+    mask = mask & (xs >= 0)
+    return float(np.abs(warped.astype(np.float32) - sample["left"]).mean(axis=2)[mask].mean())
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return SyntheticStereo(64, 128, 64, seed=1).sample(0)
+
+
+def test_synthetic_right_disparity_maps_right_pixels_to_left(scene):
+    dr = scene["disparity_right"]
+    h, w = dr.shape
+    xs = (np.arange(w, dtype=np.float32)[None, :] + dr).astype(np.float32)
+    ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, 1)
+    back = cv2.remap(scene["left"], xs, ys, cv2.INTER_LINEAR)
+    ok = xs <= w - 1
+    err = np.abs(back.astype(np.float32) - scene["right"]).mean(axis=2)[ok]
+    assert np.median(err) < 8.0  # noise and gain only, except at occlusions
+
+
+def test_swap_flip_is_an_exact_stereo_pair(scene):
+    base = _warp_error(scene)
+    flipped = swap_flip(scene)
+    assert "valid_noc" not in flipped and flipped["valid"].mean() > 0.99
+    np.testing.assert_array_equal(flipped["left"], scene["right"][:, ::-1])
+    # occlusions are not masked after the swap, so allow for them; a wrong disparity is far worse
+    assert _warp_error(flipped) < base + 6.0
+    wrong = dict(flipped, disparity=scene["disparity"][:, ::-1])
+    assert _warp_error(wrong) > _warp_error(flipped) + 3.0
+    with pytest.raises(KeyError, match="disparity_right"):
+        swap_flip({k: v for k, v in scene.items() if k != "disparity_right"})
+
+
+def test_scale_stretch_scales_disparity_and_covers_the_crop(scene):
+    cfg = AugmentConfig(crop_size=(48, 96), scale=(-0.5, -0.5), stretch_prob=0.0)
+    out = scale_stretch(scene, cfg, np.random.default_rng(0))
+    h, w = out["left"].shape[:2]
+    assert h >= 48 + 8 and w >= 96 + 8  # raised to cover the crop
+    sx = w / 128
+    assert out["disparity"].max() == pytest.approx(scene["disparity"].max() * sx, rel=0.05)
+    assert _warp_error(out) < _warp_error(scene) + 6.0
+    up = scale_stretch(scene, AugmentConfig(scale=(0.4, 0.4), stretch_prob=0.0),
+                       np.random.default_rng(0))
+    assert up["left"].shape[:2] == (84, 169) and up["valid"].dtype == bool
+
+
+def test_right_warp_blur_noise_eraser_and_vflip(scene):
+    g = np.random.default_rng(0)
+    cfg = AugmentConfig(right_rotation_deg=0.1, right_vertical_shift=2.0, blur_prob=1.0,
+                        noise_prob=1.0, noise_std=10.0, eraser_size=(10, 20))
+    warped = warp_right(scene, cfg, g)
+    assert not np.array_equal(warped["right"], scene["right"])
+    np.testing.assert_array_equal(warped["left"], scene["left"])
+    np.testing.assert_array_equal(warped["disparity"], scene["disparity"])
+    noisy = blur_noise(scene, cfg, g)
+    assert noisy["left"].dtype == np.uint8 and not np.array_equal(noisy["left"], scene["left"])
+    erased = erase_right(scene, cfg, g)
+    changed = np.any(erased["right"] != scene["right"], axis=2)
+    assert 0 < changed.mean() < 0.2 and np.array_equal(erased["left"], scene["left"])
+    flipped = vertical_flip(scene)
+    np.testing.assert_array_equal(flipped["disparity"], scene["disparity"][::-1])
+    assert _warp_error(flipped) == pytest.approx(_warp_error(scene), rel=1e-6)
+
+
+def test_full_augmentation_keeps_pairs_consistent_and_deterministic(scene):
+    aug = StereoAugment({"crop_size": [32, 64], "swap_flip_prob": 0.5, "scale_prob": 0.8,
+                         "right_warp_prob": 0.5, "hue": 0.16, "saturation": [0.0, 1.4],
+                         "blur_prob": 0.5, "noise_prob": 0.5, "eraser_prob": 0.5,
+                         "eraser_size": [8, 16], "vflip_prob": 0.1})
+    a = aug(scene, np.random.default_rng(7))
+    b = aug(scene, np.random.default_rng(7))
+    for key in ("left", "right", "disparity", "valid"):
+        np.testing.assert_array_equal(a[key], b[key])
+    for i in range(8):
+        out = aug(scene, np.random.default_rng(i))
+        assert out["left"].shape == (32, 64, 3) and out["disparity"].shape == (32, 64)
+        assert out["disparity"].min() >= 0 and out["valid"].any()
+    with pytest.raises(ValueError, match="probability"):
+        AugmentConfig(blur_prob=1.5)
+    with pytest.raises(ValueError, match="low"):
+        AugmentConfig(scale=(0.4, -0.2))
+
+
+def test_fresh_stream_never_repeats_and_resumes_in_place():
+    spec = {"name": "synthetic", "split": "train", "fresh": True, "height": 32, "width": 64,
+            "max_disparity": 32}
+    ds = build_dataset(spec)
+    assert ds.fresh and len(ds) > 10 ** 15
+    seen = [i for s in range(5) for i in batch_indices(s, len(ds), 4, 0, fresh=True)]
+    assert seen == list(range(20))
+    # two ranks of one step never share a scene
+    r0 = batch_indices(3, len(ds), 2, 0, 0, 2, fresh=True)
+    r1 = batch_indices(3, len(ds), 2, 0, 1, 2, fresh=True)
+    assert not set(r0) & set(r1)
+    whole = [b["left"] for b in make_loader(ds, 0, 3, 2, seed=5)]
+    resumed = [b["left"] for b in make_loader(ds, 2, 3, 2, seed=5)]
+    assert torch.equal(whole[2], resumed[0]) and not torch.equal(whole[0], whole[1])
+    with pytest.raises(ValueError, match="fresh"):
+        build_dataset({"name": "kitti2015", "root": "/nonexistent", "fresh": True})
+
+
+def test_scale_pair_keeps_unknown_unknown():
+    left = np.zeros((40, 60, 3), np.uint8)
+    gt = np.full((40, 60), 10.0, np.float32)
+    gt[:, :5] = np.inf
+    _, _, g = scale_pair(left, left, gt, 0.5)
+    assert g.shape == (20, 30)
+    assert np.isinf(g[:, 0]).all() and np.allclose(g[:, 10:], 5.0)
+    with pytest.raises(ValueError):
+        scale_pair(left, left, gt, 1.5)
+
+
+def _fake_sources(tmp_path):
+    """A fake opencv-doc folder (Aloe) and a fake scikit-image install (Motorcycle)."""
+    sample = SyntheticStereo(48, 96, 32, seed=4).sample(0)
+    doc = tmp_path / "doc"
+    doc.mkdir()
+    write_image_rgb(doc / "aloeL.jpg", sample["left"])
+    write_image_rgb(doc / "aloeR.jpg", sample["right"])
+    gt8 = np.clip(np.rint(sample["disparity"]), 0, 255).astype(np.uint8)
+    gt8[:, :3] = 0
+    cv2.imwrite(str(doc / "aloeGT.png"), gt8)
+    sk = tmp_path / "site" / "skimage" / "data"
+    sk.mkdir(parents=True)
+    write_image_rgb(sk / "motorcycle_left.png", sample["left"])
+    write_image_rgb(sk / "motorcycle_right.png", sample["right"])
+    disp = sample["disparity"].copy()
+    disp[:2] = np.inf
+    np.savez(sk / "motorcycle_disp.npz", disp)
+    return sample, doc, tmp_path / "site"
+
+
+def test_prepare_real_pairs_writes_middlebury_layout(tmp_path):
+    sample, doc, site = _fake_sources(tmp_path)
+    out = tmp_path / "real"
+    out.mkdir()
+    manifest = prepare_real_pairs(str(out), str(doc), str(site))
+    assert [p["name"] for p in manifest["pairs"]] == ["aloe", "motorcycle"]
+    assert len(manifest["pairs"][0]["files"]["im0.png"]) == 64  # sha256 hex
+    gt = read_pfm(out / "aloe" / "disp0GT.pfm")
+    assert np.isinf(gt[:, :3]).all() and np.isfinite(gt[:, 3:]).all()
+    left, _, disp = load_motorcycle(str(site))
+    assert np.isinf(disp[:2]).all() and left.shape == (48, 96, 3)
+    refs = list_dataset("middlebury2014", str(out), "all")
+    assert [r.name for r in refs] == ["aloe", "motorcycle"]
+    assert json.loads((out / "manifest.json").read_text())["missing"] == {}
+    with pytest.raises(FileNotFoundError, match="no real stereo pair"):
+        prepare_real_pairs(str(tmp_path / "real2"), str(tmp_path / "none"),
+                           str(tmp_path / "none"))
+
+
+def test_eval_compares_with_sgbm_raw_and_filled_and_draws_a_figure(tmp_path, capsys):
+    _, doc, site = _fake_sources(tmp_path)
+    out = tmp_path / "real"
+    assert main(["real-pairs", "--out", str(out), "--opencv-doc", str(doc),
+                 "--skimage", str(site)]) == 0
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_model("dtpnet", **tiny_dtpnet_config(32, c2d=(8, 8))))
+    report_path, fig = tmp_path / "r.json", tmp_path / "fig.png"
+    rc = main(["eval", "--dataset", "middlebury2014", "--root", str(out), "--split", "all",
+               "--checkpoint", str(ckpt), "--also", f"other={ckpt}", "--with-sgbm",
+               "--scale", "0.5", "--figure", str(fig), "--output", str(report_path),
+               "--threads", "1", "--warmup", "0"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(report_path.read_text())
+    assert set(report["comparison"]) == {"other", "sgbm_raw", "sgbm_filled"}
+    assert report["per_image"][0]["size"] == [48, 24]
+    assert report["comparison"]["other"]["metrics"]["epe"] == pytest.approx(
+        report["metrics"]["epe"])
+    raw, filled = (report["comparison"][k]["metrics"] for k in ("sgbm_raw", "sgbm_filled"))
+    assert math.isfinite(raw["epe"]) and raw["bad_2"] >= filled["bad_2"] - 1e-9
+    img = cv2.imread(str(fig))
+    assert img.shape == (2 * 24, 5 * 48, 3)  # 2 pairs x (left, GT, model, other, SGBM)
+    assert main(["eval", "--dataset", "middlebury2014", "--root", str(out), "--split", "all",
+                 "--checkpoint", str(ckpt), "--also", "broken"]) != 0
+    assert "LABEL=CHECKPOINT" in capsys.readouterr().err
