@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Union
 
 # The runtime default: the pruned student fine-tuned with the fast head (docs/results.md,
 # "The runtime default"). models/dtpnet_pruned.pt is the claim-4 pipeline output (full head).
@@ -50,3 +50,34 @@ def find_model(name: str = DEFAULT_MODEL_NAME) -> Path:
 def default_model_path() -> Path:
     """Path of the shipped runtime-default student checkpoint (``dtpnet_pruned_fast.pt``)."""
     return find_model(DEFAULT_MODEL_NAME)
+
+
+# Operating points the node (``checkpoint`` parameter) and the CLIs (``--checkpoint``) select by
+# name instead of a path; each maps to a shipped file in models/ (model cards: models/*.json).
+OPERATING_POINTS: Dict[str, str] = {
+    "default": DEFAULT_MODEL_NAME,
+}
+
+
+def resolve_model(spec: Union[None, str, Path]) -> Path:
+    """A checkpoint path from a path, an operating-point name or nothing (the default).
+
+    Args:
+        spec: ``None`` or ``""`` (the runtime default), a name of :data:`OPERATING_POINTS`, or
+            a checkpoint path.
+
+    Raises:
+        FileNotFoundError: a name's file is not installed, or ``spec`` is neither a known name
+            nor an existing file (the message lists the names).
+    """
+    if spec is None or str(spec) == "":
+        return default_model_path()
+    text = str(spec)
+    if text in OPERATING_POINTS:
+        return find_model(OPERATING_POINTS[text])
+    path = Path(text)
+    if path.is_file():
+        return path
+    names = ", ".join(sorted(OPERATING_POINTS))
+    raise FileNotFoundError(f"checkpoint {text!r}: no such file and not an operating-point "
+                            f"name ({names})")

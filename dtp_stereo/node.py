@@ -65,7 +65,8 @@ class ParamSpec:
 PARAMETERS: List[ParamSpec] = [
     ParamSpec("backend", "auto", "inference backend", choices=("auto", "torch", "onnxruntime",
                                                                "tensorrt")),
-    ParamSpec("checkpoint", "", "dtp_stereo checkpoint; empty = shipped dtpnet_pruned_fast.pt"),
+    ParamSpec("checkpoint", "", "dtp_stereo checkpoint file or shipped operating-point name "
+              "(dtp_stereo.assets.OPERATING_POINTS); empty = the runtime default"),
     ParamSpec("onnx_path", "", "exported ONNX file (onnxruntime/tensorrt); empty = export "
                                "on demand"),
     ParamSpec("engine_cache_dir", "", "TensorRT engine / ONNX export cache; empty = backend "
@@ -231,11 +232,11 @@ class StereoNode(Node):
     def _create_backend(self, p: Dict[str, Any]) -> Any:
         from dtp_stereo.backends import create_backend
 
-        checkpoint = p["checkpoint"] or None
-        if checkpoint is None and not p["onnx_path"]:
-            from dtp_stereo.assets import default_model_path
+        checkpoint = None
+        if p["checkpoint"] or not p["onnx_path"]:
+            from dtp_stereo.assets import resolve_model
 
-            checkpoint = str(default_model_path())
+            checkpoint = str(resolve_model(p["checkpoint"]))
         self._model_source = p["onnx_path"] or checkpoint
         size = (p["input_height"], p["input_width"]) if p["input_width"] and p["input_height"] \
             else None

@@ -233,3 +233,16 @@ def test_default_model_path_searches_and_reports(tmp_path, monkeypatch):
     target.parent.mkdir(parents=True)
     target.write_bytes(b"x")
     assert assets.find_model("only_here.pt") == target
+
+
+def test_resolve_model_by_name_path_or_default(tmp_path, monkeypatch):
+    assert assets.resolve_model(None) == assets.default_model_path()
+    assert assets.resolve_model("") == assets.default_model_path()
+    for name, fname in assets.OPERATING_POINTS.items():
+        assert assets.resolve_model(name).name == fname
+    own = tmp_path / "own.pt"
+    own.write_bytes(b"x")
+    assert assets.resolve_model(str(own)) == own
+    with pytest.raises(FileNotFoundError) as info:
+        assets.resolve_model("no_such_point")
+    assert "no_such_point" in str(info.value) and "default" in str(info.value)

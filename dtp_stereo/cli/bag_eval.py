@@ -56,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
         topics = bag_topics(str(args.bag))
         left_info = args.left_info or _sibling_info(args.left, topics)
         right_info = args.right_info or _sibling_info(args.right, topics)
-        checkpoint = args.checkpoint
-        if checkpoint is None and args.onnx is None:
-            from dtp_stereo.assets import default_model_path
+        checkpoint = None
+        if args.checkpoint is not None or args.onnx is None:
+            from dtp_stereo.assets import resolve_model
 
-            checkpoint = default_model_path()
+            checkpoint = resolve_model(args.checkpoint)
         backend = create_backend(args.backend, None if checkpoint is None else str(checkpoint),
                                  onnx=None if args.onnx is None else str(args.onnx),
                                  device=args.device, fp16=args.fp16, threads=args.threads)

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("auto", "torch", "onnxruntime", "tensorrt"),
                         help="inference backend (default auto)")
     parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint (default: the shipped dtpnet_pruned_fast.pt)")
+                        help="checkpoint file or operating-point name (default: 'default')")
     parser.add_argument("--head", default="checkpoint", choices=("checkpoint", "full", "fast"),
                         help="DTPnet regression head (default: the checkpoint's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -171,15 +171,13 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
         print(f"{PROG}: error: --frames and --rate must be positive", file=sys.stderr)
         return 2
     height, width = args.size
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        from dtp_stereo.assets import default_model_path
+    from dtp_stereo.assets import resolve_model
 
-        try:
-            checkpoint = str(default_model_path())
-        except FileNotFoundError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
+    try:
+        checkpoint = str(resolve_model(args.checkpoint))
+    except FileNotFoundError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
 
     tmp = tempfile.TemporaryDirectory(prefix="dtp_demo_")
     warm_bag, bag_path = str(Path(tmp.name) / "warmup_bag"), str(Path(tmp.name) / "sample_bag")

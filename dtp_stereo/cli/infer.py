@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint``, ``--device``, ``--max-width``, ``--threads`` (shared with ``eval``)."""
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="dtp_stereo checkpoint (default: the shipped dtpnet_pruned_fast.pt)")
+                        help="dtp_stereo checkpoint file or a shipped operating-point name "
+                             "(dtp_stereo.assets.OPERATING_POINTS; default: 'default')")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--max-width", type=int, default=None,
                         help="downscale wider images to this width (pixels, aspect kept); "
@@ -43,12 +44,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_checkpoint(path: Optional[Path]) -> Path:
-    """The ``--checkpoint`` path, or the shipped student when none is given."""
-    if path is not None:
-        return path
-    from dtp_stereo.assets import default_model_path
+    """The ``--checkpoint`` path or operating-point name, or the shipped default when none."""
+    from dtp_stereo.assets import resolve_model
 
-    return default_model_path()
+    return resolve_model(path)
 
 
 class Predictor:
