@@ -38,7 +38,8 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192
 
     Args:
         left, right: H×W×3 uint8 RGB (or H×W grey) rectified images, same size.
-        max_disparity: disparity search range, pixels (rounded up to a multiple of 16).
+        max_disparity: disparity search range, pixels (rounded up to a multiple of 16; capped
+            at the largest multiple of 16 below the image width, which no disparity can reach).
         fill: densify holes with :func:`fill_invalid_background`; otherwise they are NaN.
 
     Returns:
@@ -47,6 +48,10 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192
     if left.shape != right.shape:
         raise ValueError(f"sgbm_disparity: left {left.shape} and right {right.shape} differ")
     num_disp = max(16, -(-int(max_disparity) // 16) * 16)
+    width = left.shape[1]
+    if width <= 16:
+        raise ValueError(f"sgbm_disparity: image width {width} px is too small for SGBM")
+    num_disp = min(num_disp, (width - 1) // 16 * 16)  # OpenCV needs numDisparities < width
     channels = 1 if left.ndim == 2 else left.shape[2]
     bs = SGBM_BLOCK_SIZE
     matcher = cv2.StereoSGBM_create(

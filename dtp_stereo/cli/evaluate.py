@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--with-sgbm", action="store_true",
                         help="also evaluate OpenCV SGBM over the model's disparity range, raw "
                              "(holes as errors) and with holes filled, in the same run")
+    parser.add_argument("--sgbm-range", action="append", type=int, default=[], metavar="PX",
+                        help="with --with-sgbm: also SGBM over this disparity range (pixels; "
+                             "repeatable), e.g. one fitted to the scene as a stronger reference")
     parser.add_argument("--also", action="append", default=[], metavar="LABEL=CKPT",
                         help="another checkpoint to evaluate in the same run (repeatable)")
     parser.add_argument("--label", default="model", help="label of --checkpoint in the report")
@@ -318,17 +321,22 @@ def run(args: argparse.Namespace) -> int:
                                  "checkpoint": str(path),
                                  "model_max_disparity": other.max_disparity, **rep}
         if args.with_sgbm and not args.sgbm:
-            for label, fill in (("sgbm_raw", False), ("sgbm_filled", True)):
-                rep = evaluate(sgbm_predictor(max_disp, fill), refs, max_disp, mode=args.mode,
-                               noc=args.noc, warmup=args.warmup, device="cpu",
-                               scale=args.scale, keep=keep if fill else 0)
-                preds = rep.pop("predictions", None)
-                if preds is not None:
-                    columns.append(("sgbm filled", preds))
-                comparison[label] = {"method": f"opencv_sgbm 3-way, {int(math.ceil(max_disp))} "
-                                               f"disparities, holes "
-                                               f"{'filled' if fill else 'as errors (-1 px)'}",
-                                     **rep}
+            ranges = [(None, max_disp)] + [(int(r), float(r)) for r in args.sgbm_range]
+            for suffix, search in ranges:
+                for label, fill in (("sgbm_raw", False), ("sgbm_filled", True)):
+                    label = label if suffix is None else f"{label}_{suffix}"
+                    draw = keep if fill and suffix is None else 0
+                    rep = evaluate(sgbm_predictor(search, fill), refs, max_disp,
+                                   mode=args.mode, noc=args.noc, warmup=args.warmup,
+                                   device="cpu", scale=args.scale, keep=draw)
+                    preds = rep.pop("predictions", None)
+                    if preds is not None:
+                        columns.append(("sgbm filled", preds))
+                    comparison[label] = {
+                        "method": f"opencv_sgbm 3-way, {int(math.ceil(search))} disparities "
+                                  f"(at most the image width), holes "
+                                  f"{'filled' if fill else 'as errors (-1 px)'}",
+                        "search_range": int(math.ceil(search)), **rep}
         if args.figure is not None:
             save_figure(args.figure, refs, args.scale, columns, max_disp)
     except (CliError, CheckpointError, FileNotFoundError) as exc:
