@@ -5,6 +5,8 @@ Usage::
     dtp-train --config configs/tiny.yaml [--stages distill,prune] [--run-dir D] [--resume]
               [--max-steps N] [key.path=value ...]
     dtp-train report RUN_DIR [RUN_DIR ...] [--out DIR]
+    dtp-train textures [--from DIR ...] [--no-defaults] [--out data/textures]
+                       (photo texture bank for the photo_layers / single_image datasets)
     dtp-train quantize --onnx IN.onnx --output OUT.onnx [--calib-samples N] [--compare [N]]
                        [--json OUT.json]          (INT8 post-training quantization, see --help)
     torchrun --nproc_per_node 2 -m training.cli --config ...   (data-parallel training)
@@ -24,8 +26,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dtp-train", description="Distill-then-prune stereo training pipeline "
         "(teacher -> distill -> prune -> finetune -> eval -> export). "
-        "Use 'dtp-train report RUN_DIR' to plot results and 'dtp-train quantize --help' for "
-        "INT8 ONNX quantization.")
+        "Use 'dtp-train report RUN_DIR' to plot results, 'dtp-train quantize --help' for "
+        "INT8 ONNX quantization and 'dtp-train textures --help' to collect photo textures.")
     p.add_argument("--config", required=True, help="pipeline YAML file (see configs/)")
     p.add_argument("--stages", default=None,
                    help=f"comma-separated subset of {','.join(STAGES)} (default: config stages)")
@@ -47,6 +49,49 @@ def _report_parser() -> argparse.ArgumentParser:
                    "eval/results.json)")
     p.add_argument("--out", default=None, help="plot folder (default: <first run>/plots)")
     return p
+
+
+def _textures_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dtp-train textures",
+        description="Collect a bank of photographs (deduplicated, resized, with a manifest of "
+        "sources and licences) for the photo_layers and single_image datasets. By default "
+        "reads /usr/share/backgrounds, /usr/share/wallpapers and the photos of "
+        "/usr/share/doc/opencv-doc/examples/data (never its stereo/calibration files).")
+    p.add_argument("--from", dest="sources", action="append", default=[], metavar="DIR",
+                   help="extra folder of photographs, searched recursively (repeatable)")
+    p.add_argument("--no-defaults", action="store_true",
+                   help="read only the --from folders, not the Debian ones")
+    p.add_argument("--out", default="data/textures", help="bank folder (default: %(default)s)")
+    p.add_argument("--min-side", type=int, default=256,
+                   help="skip images with a side below this, pixels (default: %(default)s)")
+    p.add_argument("--max-side", type=int, default=1024,
+                   help="longer side of the stored photos, pixels (default: %(default)s)")
+    p.add_argument("--max-hamming", type=int, default=6,
+                   help="perceptual-hash distance (bits) up to which photos are duplicates "
+                   "(default: %(default)s)")
+    p.add_argument("--min-detail", type=float, default=0.0,
+                   help="skip images with less textured area than this fraction (8x8 blocks "
+                   "with grey std > 3; flat vector art scores low; default: %(default)s = keep "
+                   "all)")
+    return p
+
+
+def _textures(argv: Sequence[str]) -> int:
+    """``dtp-train textures``: build the texture bank, print its counts as JSON."""
+    from training.data.textures import DEFAULT_SOURCES, build_texture_bank
+
+    args = _textures_parser().parse_args(argv)
+    try:
+        manifest = build_texture_bank(
+            args.out, args.sources, default_sources=() if args.no_defaults else DEFAULT_SOURCES,
+            min_side=args.min_side, max_side=args.max_side, max_hamming=args.max_hamming,
+            min_detail=args.min_detail, log=lambda msg: print(msg, file=sys.stderr))
+    except OSError as exc:
+        print(f"dtp-train textures: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"out": args.out, **manifest["counts"]}, indent=2))
+    return 0 if manifest["counts"]["kept"] else 1
 
 
 def _split_stages(text: Optional[str]) -> Optional[List[str]]:
@@ -75,6 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         written = report([Path(r) for r in args.run_dirs], out)
         print(json.dumps(written, indent=2))
         return 0 if written else 1
+    if argv and argv[0] == "textures":
+        return _textures(argv[1:])
     args = _train_parser().parse_intermixed_args(argv)  # options may follow overrides
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -15,18 +15,22 @@ Hence ``right(y, x − d(y, x)) = left(y, x)`` holds for every left pixel that i
 right image, up to photometric noise, an asymmetric gain/bias and sub-pixel interpolation.
 Occluded pixels (and pixels whose match leaves the right image) are ``False`` in ``valid_noc``.
 Disparity ranges scale with the image width (``max_disparity_fraction``) so that small images
-stay learnable.
+stay learnable. Textures are procedural unless a ``texture_fn`` is given (e.g. photo patches,
+``training.data.photo_stereo.PhotoLayeredStereo``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
-__all__ = ["SyntheticStereo", "split_seed"]
+__all__ = ["SyntheticStereo", "split_seed", "procedural_texture", "TextureFn"]
+
+# (rng, height, width, weak) -> height×width×3 float32 texture in about [0, 255]
+TextureFn = Callable[[np.random.Generator, int, int, bool], np.ndarray]
 
 _NOISE_PAD = 32  # margin of the photometric noise bank, pixels
 _SPLIT_OFFSETS = {None: 0, "train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -145,6 +149,9 @@ def _texture(rng: np.random.Generator, h: int, w: int, weak: bool) -> np.ndarray
     return tex
 
 
+procedural_texture: TextureFn = _texture  # public name of the default surface texture
+
+
 # ------------------------------------------------------------------------------ generator
 class SyntheticStereo:
     """Deterministic procedural stereo pairs with exact disparity.
@@ -161,6 +168,9 @@ class SyntheticStereo:
         gain_jitter: relative gain difference range between views (e.g. 0.06 = ±6 %).
         bias_jitter: additive bias range per view, grey levels.
         weak_texture_prob: probability that a surface gets a low-contrast texture.
+        texture_fn: optional ``(rng, h, w, weak) -> h×w×3 float32`` (about [0, 255]) called
+            instead of the procedural texture for every surface; ``None`` (default) keeps the
+            procedural textures (bit-identical output).
     """
 
     def __init__(
@@ -177,6 +187,7 @@ class SyntheticStereo:
         gain_jitter: float = 0.06,
         bias_jitter: float = 6.0,
         weak_texture_prob: float = 0.1,
+        texture_fn: Optional[TextureFn] = None,
     ) -> None:
         if height < 16 or width < 16:
             raise ValueError(
@@ -194,6 +205,7 @@ class SyntheticStereo:
         self.gain_jitter = float(gain_jitter)
         self.bias_jitter = float(bias_jitter)
         self.weak_texture_prob = float(weak_texture_prob)
+        self.texture_fn = texture_fn
         self._noise_bank: Optional[np.ndarray] = None
         self.disparity_cap = min(self.max_disparity - 1.0, self.max_disparity_fraction * width)
         if self.disparity_cap < 4.0:
@@ -243,7 +255,7 @@ class SyntheticStereo:
         b, c = (hi - lo) * gx / gspan, (hi - lo) * gy / gspan
         a = lo - (hi - lo) * gmin / gspan
         tex_w = int(math.ceil((w - 1 + a + max(0.0, c * (h - 1))) / (1.0 - b))) + 4
-        tex = _texture(rng, h, max(tex_w, w), rng.random() < self.weak_texture_prob)
+        tex = self._surface_texture(rng, h, max(tex_w, w), rng.random() < self.weak_texture_prob)
         disp_l = (a + b * xs + c * ys).astype(np.float32) + np.zeros((h, w), np.float32)
         img_l = tex[:, :w].copy()
         id_l = np.zeros((h, w), np.int16)
@@ -273,7 +285,8 @@ class SyntheticStereo:
             y1 = min(h, int(math.ceil(shape.cy + ey)) + 3)
             if x1 <= x0 or y1 <= y0:
                 continue
-            otex = _texture(rng, y1 - y0, x1 - x0, rng.random() < self.weak_texture_prob)
+            otex = self._surface_texture(rng, y1 - y0, x1 - x0,
+                                         rng.random() < self.weak_texture_prob)
             oys = ys[y0:y1]
             # Left view (only the part inside the image).
             lx1 = min(x1, w)
@@ -320,6 +333,17 @@ class SyntheticStereo:
                 "num_objects": n_obj,
             },
         }
+
+    def _surface_texture(self, rng: np.random.Generator, h: int, w: int,
+                         weak: bool) -> np.ndarray:
+        """One surface's texture, h×w×3 float32 (``texture_fn`` or the procedural one)."""
+        if self.texture_fn is None:
+            return _texture(rng, h, w, weak)
+        tex = self.texture_fn(rng, h, w, weak)
+        if tex.shape != (h, w, 3) or tex.dtype != np.float32:
+            raise ValueError(f"SyntheticStereo texture_fn: expected a {h}x{w}x3 float32 "
+                             f"texture, got {tex.shape} {tex.dtype}")
+        return tex
 
     @staticmethod
     def _non_occluded(disp_l: np.ndarray, id_l: np.ndarray, id_r: np.ndarray) -> np.ndarray:

@@ -7,14 +7,15 @@
     occlusion mask); ``index``: int; ``name``: str.
 
 ``build_dataset(spec)`` builds one from a config dict, e.g.
-``{"name": "synthetic", "split": "val", "size": 64, "height": 64, "width": 128}`` or
+``{"name": "synthetic", "split": "val", "size": 64, "height": 64, "width": 128}``,
+``{"name": "single_image", "textures": "data/textures", "fresh": true}`` or
 ``{"name": "kitti2015", "root": "/data/kitti15", "split": "val", "val_fraction": 0.2,
 "augment": {"crop_size": [256, 512]}}``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,13 +25,28 @@ from dtp_stereo.data.readers import SampleRef, list_dataset, load_sample
 from dtp_stereo.data.synthetic import SyntheticStereo, split_seed
 from training.data.augment import StereoAugment
 
-__all__ = ["StereoDataset", "build_dataset", "holdout_split", "to_tensors", "SPEC_KEYS"]
+__all__ = ["StereoDataset", "SampleGenerator", "build_dataset", "holdout_split", "to_tensors",
+           "SPEC_KEYS", "GENERATORS"]
 
 SPEC_KEYS = ("name", "root", "split", "size", "height", "width", "max_disparity", "seed",
              "augment", "augment_seed", "render_pass", "gt_root", "val_fraction", "synthetic",
-             "fresh")
+             "fresh", "textures", "photo_prob")
 FRESH_LENGTH = 2 ** 62  # index space of a ``fresh`` synthetic stream (never wraps in practice)
 _SYNTHETIC_SIZES = {"train": 1000, "val": 64, "test": 64}
+GENERATORS = ("synthetic", "photo_layers", "single_image")  # generated (not read) datasets
+
+
+class SampleGenerator(Protocol):
+    """A stereo sample generator (e.g. :class:`SyntheticStereo`): ``sample(i)`` for any
+    ``i >= 0``, deterministic, returning the numpy dict of ``SyntheticStereo.sample``."""
+
+    def sample(self, index: int) -> Dict[str, Any]: ...
+
+    def __len__(self) -> int: ...
+
+
+def _is_generator(source: Any) -> bool:
+    return callable(getattr(source, "sample", None)) and hasattr(source, "__len__")
 
 
 def to_tensors(sample: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
@@ -52,32 +68,35 @@ def to_tensors(sample: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
 
 
 class StereoDataset(Dataset):
-    """A torch Dataset over sample refs or a :class:`SyntheticStereo` generator.
+    """A torch Dataset over sample refs or a sample generator (:class:`SyntheticStereo`, ...).
 
     Args:
-        source: list of :class:`SampleRef` (from ``list_dataset``) or a ``SyntheticStereo``.
+        source: list of :class:`SampleRef` (from ``list_dataset``) or a generator: any object
+            with ``sample(index)`` and ``__len__`` (:class:`SampleGenerator`).
         augment: optional ``(sample, rng) -> sample`` callable on numpy samples (e.g.
             :class:`StereoAugment`).
         seed: augmentation seed. ``None``: each item draws its generator seed from torch's
             global RNG (so the trainer's per-step seeding, or the DataLoader's per-worker seeds,
             decide); an int: item ``i`` uses ``default_rng([seed, epoch, i])``.
-        fresh: the source is an unbounded stream (a synthetic generator): the trainer reads
+        fresh: the source is an unbounded stream (a generator): the trainer reads
             indices 0, 1, 2, ... in order, so every training sample is a scene never seen
             before, instead of shuffled epochs over a fixed set.
     """
 
-    def __init__(self, source: Union[Sequence[SampleRef], SyntheticStereo],
+    def __init__(self, source: Union[Sequence[SampleRef], SampleGenerator],
                  augment: Optional[Any] = None, seed: Optional[int] = None,
                  fresh: bool = False) -> None:
-        if fresh and not isinstance(source, SyntheticStereo):
-            raise ValueError("StereoDataset: fresh=True needs a synthetic generator as source")
+        is_gen = _is_generator(source)
+        if fresh and not is_gen:
+            raise ValueError("StereoDataset: fresh=True needs a sample generator as source "
+                             f"(an object with sample(index)), got {type(source).__name__}")
         self.fresh = bool(fresh)
-        if isinstance(source, SyntheticStereo):
-            self.synthetic: Optional[SyntheticStereo] = source
+        if is_gen:
+            self.generator: Optional[SampleGenerator] = source  # type: ignore[assignment]
             self.refs: List[SampleRef] = []
         else:
-            self.synthetic = None
-            self.refs = list(source)
+            self.generator = None
+            self.refs = list(source)  # type: ignore[arg-type]
         self.augment = augment
         self.seed = seed
         self.epoch = 0
@@ -87,14 +106,14 @@ class StereoDataset(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.synthetic) if self.synthetic is not None else len(self.refs)
+        return len(self.generator) if self.generator is not None else len(self.refs)
 
     def raw_sample(self, index: int) -> Dict[str, Any]:
         """The numpy sample dict for ``index`` before augmentation."""
         if not 0 <= index < len(self):
             raise IndexError(f"StereoDataset index {index} out of range 0..{len(self) - 1}")
-        if self.synthetic is not None:
-            return self.synthetic.sample(index)
+        if self.generator is not None:
+            return self.generator.sample(index)
         return load_sample(self.refs[index])
 
     def _rng(self, index: int) -> np.random.Generator:
@@ -132,23 +151,32 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
     """Build a :class:`StereoDataset` from a config dict.
 
     Keys (only ``name`` is required; unknown keys raise ``ValueError``):
-        name: dataset name (``dtp_stereo.data.readers.DATASETS``) or a synthetic spec string.
-        root: dataset folder ("" for synthetic).
-        split: ``train`` (default), ``val`` or ``test``. Synthetic splits use different seeds;
-            a real dataset's ``val`` is a ``val_fraction`` hold-out of its training data.
-        size: synthetic: number of samples (default 1000 train / 64 val, test); real: keep at
+        name: dataset name (``dtp_stereo.data.readers.DATASETS``), a synthetic spec string
+            (``synthetic:N:HxW:seed``), or a generator (:data:`GENERATORS`): ``synthetic``
+            (procedural scenes, :class:`SyntheticStereo`), ``photo_layers`` (the same scenes
+            with photo textures, ``training.data.photo_stereo.PhotoLayeredStereo``) or
+            ``single_image`` (stereo from single photos, ``SingleImageStereo``).
+        root: dataset folder ("" for generators).
+        split: ``train`` (default), ``val`` or ``test``. Generator splits use different seeds
+            (``split_seed``), so they never share scenes; a real dataset's ``val`` is a
+            ``val_fraction`` hold-out of its training data.
+        size: generators: number of samples (default 1000 train / 64 val, test); real: keep at
             most the first ``size`` samples.
-        height, width, max_disparity: synthetic image size and disparity range (pixels;
+        height, width, max_disparity: generated image size and disparity range (pixels;
             defaults 256, 512, 192).
-        seed: synthetic base seed and hold-out seed (default 0).
+        seed: generator base seed and hold-out seed (default 0).
         augment: None/False (default), True (defaults) or a dict of ``AugmentConfig`` fields.
         augment_seed: int for a fixed augmentation stream, None (default) to follow torch's RNG.
         render_pass: SceneFlow ``cleanpass`` (default) or ``finalpass``.
         gt_root: ETH3D ground-truth folder.
         val_fraction: hold-out fraction for real-data ``train``/``val`` splits (default 0: none).
-        synthetic: dict of extra ``SyntheticStereo`` keyword arguments (e.g. ``noise_std``).
-        fresh: synthetic only: an unbounded stream of new scenes (``size`` is ignored); the
+        synthetic: dict of extra generator keyword arguments (e.g. ``noise_std``).
+        fresh: generators only: an unbounded stream of new scenes (``size`` is ignored); the
             trainer reads it in order, so no scene is ever repeated.
+        textures: ``photo_layers``/``single_image``: texture-bank folder written by
+            ``dtp-train textures`` (default ``data/textures``, relative to the working folder).
+        photo_prob: ``photo_layers``: probability that a surface gets a photo texture rather
+            than a procedural one (default 1).
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ValueError(f"dataset spec must be a dict with a 'name' key, got {spec!r}")
@@ -169,16 +197,18 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
     aug_seed = None if aug_seed is None else int(aug_seed)
 
     fresh = bool(spec.get("fresh", False))
-    if name.lower() == "synthetic":
+    if name.lower() in GENERATORS:
         length = FRESH_LENGTH if fresh else (
             int(size) if size is not None else _SYNTHETIC_SIZES.get(split, 64))
-        gen = SyntheticStereo(
-            int(spec.get("height", 256)), int(spec.get("width", 512)),
-            int(spec.get("max_disparity", 192)), split_seed(seed, split), length,
-            **dict(spec.get("synthetic") or {}))
+        gen = _build_generator(name.lower(), spec, split_seed(seed, split), length)
         return StereoDataset(gen, augment, aug_seed, fresh=fresh)
     if fresh:
-        raise ValueError(f"dataset {name!r}: 'fresh' streams exist only for synthetic data")
+        raise ValueError(f"dataset {name!r}: 'fresh' streams exist only for generated data "
+                         f"({', '.join(GENERATORS)})")
+    photo_keys = sorted({"textures", "photo_prob"} & set(spec))
+    if photo_keys:
+        raise ValueError(
+            f"dataset {name!r}: {photo_keys} apply to photo_layers/single_image only")
 
     val_fraction = float(spec.get("val_fraction", 0.0))
     list_split = "train" if split == "val" else split
@@ -192,3 +222,26 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
     if size is not None:
         refs = refs[:int(size)]
     return StereoDataset(refs, augment, aug_seed)
+
+
+def _build_generator(name: str, spec: Mapping[str, Any], seed: int,
+                     length: int) -> SampleGenerator:
+    """The generator named ``name`` (one of :data:`GENERATORS`) for a dataset spec."""
+    args = (int(spec.get("height", 256)), int(spec.get("width", 512)),
+            int(spec.get("max_disparity", 192)), seed, length)
+    extra = dict(spec.get("synthetic") or {})
+    if name != "photo_layers" and "photo_prob" in spec:
+        raise ValueError(f"dataset {name!r}: 'photo_prob' applies to photo_layers only")
+    if name == "synthetic":
+        if "textures" in spec:
+            raise ValueError("dataset 'synthetic': 'textures' applies to photo_layers and "
+                             "single_image only")
+        return SyntheticStereo(*args, **extra)
+    from training.data.photo_stereo import PhotoLayeredStereo, SingleImageStereo
+    from training.data.textures import DEFAULT_OUT
+
+    textures = str(spec.get("textures") or DEFAULT_OUT)
+    if name == "photo_layers":
+        return PhotoLayeredStereo(*args, textures=textures,
+                                  photo_prob=float(spec.get("photo_prob", 1.0)), **extra)
+    return SingleImageStereo(*args, textures=textures, **extra)
