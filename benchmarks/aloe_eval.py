@@ -30,14 +30,13 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
+
+from dtp_stereo.data.real_pairs import ALOE_FILES, OPENCV_DOC_DATA as DEFAULT_DATA_DIR
 
 __all__ = ["DEFAULT_DATA_DIR", "ALOE_FILES", "load_aloe", "score_disparity", "evaluate_sgbm",
            "evaluate_checkpoint", "save_figure", "main"]
 
-DEFAULT_DATA_DIR = "/usr/share/doc/opencv-doc/examples/data"
-ALOE_FILES = ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")
 DEFAULT_SGBM_MAX_DISPARITY = 192
 
 
@@ -57,36 +56,12 @@ def load_aloe(data_dir: str = DEFAULT_DATA_DIR,
         FileNotFoundError: a file is missing (the message says to install ``opencv-doc``).
         ValueError: ``scale`` out of range, an unreadable file, or sizes that differ.
     """
+    from dtp_stereo.data import real_pairs
+
     if not 0.0 < scale <= 1.0:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
-    missing = [name for name in ALOE_FILES if not os.path.isfile(os.path.join(data_dir, name))]
-    if missing:
-        raise FileNotFoundError(
-            f"Aloe stereo data not found: {', '.join(missing)} missing in {data_dir}; "
-            f"install it with 'apt-get install opencv-doc' or pass --data-dir")
-    from dtp_stereo.data.formats import read_image_rgb
-
-    left = read_image_rgb(os.path.join(data_dir, ALOE_FILES[0]))
-    right = read_image_rgb(os.path.join(data_dir, ALOE_FILES[1]))
-    gt_path = os.path.join(data_dir, ALOE_FILES[2])
-    gt_raw = cv2.imread(gt_path, cv2.IMREAD_UNCHANGED)
-    if gt_raw is None:
-        raise ValueError(f"{gt_path}: cannot read the ground-truth PNG")
-    if gt_raw.ndim == 3:
-        gt_raw = gt_raw[:, :, 0]
-    if gt_raw.dtype != np.uint8:
-        raise ValueError(f"{gt_path}: expected an 8-bit disparity PNG, got {gt_raw.dtype}")
-    if not left.shape == right.shape or left.shape[:2] != gt_raw.shape:
-        raise ValueError(f"Aloe sizes differ in {data_dir}: left {left.shape[:2]}, right "
-                         f"{right.shape[:2]}, GT {gt_raw.shape}")
-    gt = gt_raw.astype(np.float32)
-    if scale != 1.0:
-        h, w = gt.shape
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (W, H)
-        left = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
-        right = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
-        gt = cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST) * np.float32(scale)
-    return left, right, gt
+    left, right, gt = real_pairs.scale_pair(*real_pairs.load_aloe(data_dir), scale)
+    return left, right, np.where(np.isfinite(gt), gt, 0.0).astype(np.float32)
 
 
 def score_disparity(pred: np.ndarray, gt: np.ndarray, max_disparity: float) -> Dict[str, Any]:
