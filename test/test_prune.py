@@ -106,3 +106,20 @@ def test_correlation_student_prunes_and_rebuilds():
     assert result.config.correlation == 8 and result.config.c2d[-1] == 48  # fixed cost planes
     assert result.model.corr_proj[0].out_channels == 8
     assert result.model.corr_logits.out_channels == 32
+
+
+def test_refined_student_prunes_and_rebuilds():
+    """A student with the edge refinement: its one-plane residual conv keeps its width and the
+    plain class rebuilds the pruned model (refine widths read back by config_from_module)."""
+    torch.manual_seed(0)
+    model = build_model("dtpnet", max_disparity=32, correlation=8, head="fast",
+                        refine=(16, 16))
+    with torch.no_grad():  # a non-zero residual, so the rebuild check sees the refinement
+        model.refine.residual.weight.normal_(0.0, 0.1)
+    g = torch.Generator().manual_seed(2)
+    example = (torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g))
+    cfg = PruneCfg(target_param_reduction=0.4, iterative_steps=1, round_to=8)
+    result = prune_model(model, example, cfg, lambda m, step: None, model_name="dtpnet")
+    assert result.max_abs_diff == 0.0
+    assert result.model.refine.residual.out_channels == 1
+    assert len(result.config.refine) == 2

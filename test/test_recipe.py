@@ -209,3 +209,60 @@ def test_eval_compares_with_sgbm_raw_and_filled_and_draws_a_figure(tmp_path, cap
     assert main(["eval", "--dataset", "middlebury2014", "--root", str(out), "--split", "all",
                  "--checkpoint", str(ckpt), "--also", "broken"]) != 0
     assert "LABEL=CHECKPOINT" in capsys.readouterr().err
+
+
+def test_edge_refine_starts_as_identity_and_exports(tmp_path):
+    from dtp_stereo.export import check_onnx_against_torch, export_onnx
+    from dtp_stereo.models.dtpnet import config_from_module
+
+    torch.manual_seed(0)
+    plain = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast")).eval()
+    grown = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast", refine=(8, 8))).eval()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("refine.") for k in missing)
+    left, right = torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 64)
+    with torch.no_grad():
+        a, b = plain(left, right), grown(left, right)
+    assert b.disparity.shape == a.disparity.shape == (1, 32, 64)
+    # x2 then x2 bilinear instead of one x4: equal to within a tiny interpolation difference
+    assert float((a.disparity - b.disparity).abs().max()) < 1e-3
+    assert config_from_module(grown).refine == (8, 8)
+    with pytest.raises(ValueError, match="refine"):
+        build_model("dtpnet", **tiny_dtpnet_config(32, head="full", refine=(8,)))
+    onnx = export_onnx(grown, str(tmp_path / "m.onnx"), 32, 64)
+    assert check_onnx_against_torch(grown, onnx, 32, 64) < 1e-3
+
+
+def test_distill_stage_grows_a_checkpoint_with_extend(tmp_path):
+    from training.config import load_config
+    from training.stages import load_extended, stage_distill
+
+    torch.manual_seed(0)
+    cfg_model = tiny_dtpnet_config(16, head="fast", correlation=4)
+    ckpt = tmp_path / "s1.pt"
+    save_checkpoint(ckpt, build_model("dtpnet", **cfg_model))
+    grown, name = load_extended(ckpt, {}, {"refine": [8]})
+    assert name == "dtpnet" and grown.refine is not None
+    with pytest.raises(Exception, match="only add"):
+        load_extended(ckpt, {}, {"stem": [4, 4, 4]})
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"""
+run_dir: {tmp_path / 'run'}
+progress: false
+tensorboard: false
+data:
+  train: {{name: synthetic, split: train, fresh: true, height: 32, width: 64, max_disparity: 16,
+          augment: {{crop_size: [32, 64], swap_flip_prob: 0.5, noise_prob: 0.5}}}}
+student_model:
+  name: dtpnet
+  checkpoint: {ckpt}
+  extend: {{refine: [8]}}
+distill:
+  optim: {{batch_size: 2, steps: 2}}
+  loss: {{supervision: gt, points: []}}
+""")
+    summary = stage_distill(load_config(cfg_file))
+    assert summary["finished"]
+    from dtp_stereo.checkpoint import load_model
+    model, meta = load_model(tmp_path / "run" / "distill" / "last.pt")
+    assert tuple(meta.model_config["refine"]) == (8,) and model.refine is not None

@@ -47,6 +47,11 @@ class ModelCfg:
     # eval included); only options that keep the weights (e.g. {head: fast} to fine-tune a
     # full-head DTPnet with the fast head: the eval stage then scores each student stage with it)
     overrides: Dict[str, Any] = field(default_factory=dict)
+    # model_config entries that ADD modules when the student is first loaded from ``checkpoint``
+    # by the distill stage (e.g. {refine: [16, 16, 16]}): the checkpoint's weights are loaded and
+    # only the new modules' parameters start fresh (they must start as identity, as EdgeRefine
+    # does); the stage's checkpoints then hold the grown model
+    extend: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

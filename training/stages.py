@@ -47,6 +47,34 @@ def _load(path: Path, overrides: Optional[Dict[str, Any]] = None) -> Tuple[nn.Mo
     return build_from_checkpoint(ckpt, overrides or None), ckpt.model_name
 
 
+def load_extended(path: Path, overrides: Dict[str, Any], extend: Dict[str, Any]
+                  ) -> Tuple[nn.Module, str]:
+    """A checkpoint's model grown by the ``extend`` config entries (new modules added).
+
+    The checkpoint's weights are loaded into the grown model; the only parameters it may lack
+    are those of the modules that ``extend`` adds (compared with the model rebuilt from the
+    checkpoint alone), which keep their initialisation.
+
+    Raises:
+        CheckpointError: the grown model lacks checkpoint weights or renames existing ones.
+    """
+    ckpt = load_checkpoint(path)
+    plain = build_from_checkpoint(ckpt, overrides or None)
+    grown = build_model(ckpt.model_name, **{**ckpt.model_config, **overrides, **extend})
+    try:
+        missing, unexpected = grown.load_state_dict(ckpt.state_dict, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when not strict
+        raise CheckpointError(f"{path}: student_model.extend {extend} does not only add "
+                              f"modules: {str(exc).splitlines()[1].strip()}") from None
+    added = set(grown.state_dict()) - set(plain.state_dict())
+    if unexpected or set(missing) - added:
+        raise CheckpointError(f"{path}: student_model.extend {extend} does not only add modules "
+                              f"(unexpected keys {sorted(unexpected)[:5]}, missing existing keys "
+                              f"{sorted(set(missing) - added)[:5]})")
+    _LOG.info("%s: grown by %s (%d new tensors)", path, extend, len(added))
+    return grown, ckpt.model_name
+
+
 def _import_teacher(cfg: PipelineCfg) -> Tuple[nn.Module, str]:
     """The teacher of ``teacher_model.checkpoint``: a dtp_stereo file or a public PSMNet file."""
     mc = cfg.teacher_model
@@ -160,10 +188,12 @@ def stage_distill(cfg: PipelineCfg, resume: bool = False,
     train, val, _ = _datasets(cfg)
     mc = cfg.student_model
     seed_everything(mix_seed(cfg.seed, 2))
-    if mc.checkpoint:
+    if mc.checkpoint and mc.extend:
+        student, name = load_extended(Path(mc.checkpoint), mc.overrides, mc.extend)
+    elif mc.checkpoint:
         student, name = _load(Path(mc.checkpoint), mc.overrides)
     else:
-        student, name = build_model(mc.name, **mc.config), mc.name
+        student, name = build_model(mc.name, **{**mc.config, **mc.extend}), mc.name
     student.to(cfg.device)
     distiller, prov = _distiller_for(cfg, cfg.distill, student, train)
     prov.update(stage="distill", parent=mc.checkpoint)

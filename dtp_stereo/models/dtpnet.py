@@ -18,6 +18,12 @@ Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tenso
    upsampled ×4 (bilinear). In both heads logit plane ``d`` (d = 0..D-1) means a full-resolution
    disparity of ``d`` pixels, so the two heads differ only in where the bilinear upsampling
    happens and the fast head's values need no rescaling.
+5. Optional (``refine`` widths, fast head only, off by default): :class:`EdgeRefine`, a light
+   image-guided residual at 1/2 resolution (StereoNet-style): the fast head's disparity is
+   upsampled ×2, a few conv-BN-ReLU layers see it with the half-size left image and add a
+   correction (pixels), then it is upsampled ×2 again. Its last conv starts at zero, so adding
+   it to a trained model changes nothing until it is trained; it sharpens depth edges that the
+   1/4-resolution regression blurs.
 
 Every conv width lives in :class:`DTPNetConfig`; :func:`config_from_module` reads them back
 from a (pruned) model so it can be rebuilt from its checkpoint config alone.
@@ -34,7 +40,7 @@ from ._registry import register_model
 from .layers import Hourglass2D, ImageNormalize, check_input_pair, convbn, make_layer, regress
 from .output import StereoOutput
 
-__all__ = ["DTPNet", "DTPNetConfig", "config_from_module"]
+__all__ = ["DTPNet", "DTPNetConfig", "EdgeRefine", "config_from_module"]
 
 _HEADS = ("full", "fast")
 
@@ -56,6 +62,7 @@ class DTPNetConfig:
     hourglass: Tuple[int, int, int, int] = (96, 96, 96, 96)  # hourglass conv1..conv4 widths
     classifier: int = 32  # conv-BN-ReLU width before the final conv to D logits
     correlation: int = 0  # channels correlated over D/4 shifts into the c2d input; 0 = off
+    refine: Tuple[int, ...] = ()  # EdgeRefine conv widths at 1/2 resolution (fast head); () = off
 
     def __post_init__(self) -> None:
         for f in fields(self):  # JSON gives lists: normalise to tuples of ints
@@ -66,6 +73,9 @@ class DTPNetConfig:
             raise ValueError(f"DTPNetConfig.head must be one of {_HEADS}, got {self.head!r}")
         if self.max_disparity < 4:
             raise ValueError(f"DTPNetConfig.max_disparity must be >= 4, got {self.max_disparity}")
+        if self.refine and self.head != "fast":
+            raise ValueError("DTPNetConfig.refine needs head='fast' (it refines the fast head's "
+                             "disparity)")
         for name in ("stem", "layer1_mids", "layer2_mids", "c2d", "pre"):
             if len(getattr(self, name)) < 1:
                 raise ValueError(f"DTPNetConfig.{name} needs at least one width")
@@ -75,7 +85,7 @@ class DTPNetConfig:
             raise ValueError("DTPNetConfig: fuse needs 2 widths and hourglass 4 widths")
         for f in fields(self):
             v = getattr(self, f.name)
-            scalar_ok = f.name in ("head", "correlation")
+            scalar_ok = f.name in ("head", "correlation", "refine")
             ws = v if isinstance(v, tuple) else () if scalar_ok else (v,)
             if any(int(w) < 1 for w in ws):
                 raise ValueError(f"DTPNetConfig.{f.name}: widths must be >= 1, got {v}")
@@ -137,6 +147,37 @@ class ShiftCorrelation(nn.Module):
         return torch.cat(planes, dim=1)
 
 
+class EdgeRefine(nn.Module):
+    """Image-guided disparity residual at 1/2 resolution (fast head only).
+
+    ``forward(disp_q, image)``: B×H/4×W/4 disparity (pixels) and the B×3×H×W normalised left
+    image -> B×H×W refined disparity (pixels, >= 0). The disparity is upsampled ×2 (bilinear),
+    concatenated (divided by D) with the 2×2-average-pooled image, passed through conv-BN-ReLU
+    layers of ``widths`` (the second and later dilated by 2) and a zero-initialised 3×3 conv to
+    one residual plane (pixels); the sum is upsampled ×2 to the input size.
+    """
+
+    def __init__(self, widths: Tuple[int, ...], max_disparity: int) -> None:
+        super().__init__()
+        layers, cin = [], 4
+        for i, w in enumerate(widths):
+            layers += [convbn(cin, w, 3, 1, 1, dilation=2 if i else 1), nn.ReLU(inplace=True)]
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.residual = nn.Conv2d(cin, 1, 3, 1, 1, bias=False)
+        nn.init.zeros_(self.residual.weight)
+        self.inv_scale = 1.0 / float(max_disparity)
+
+    def forward(self, disp_q: Tensor, image: Tensor) -> Tensor:
+        half = F.interpolate(disp_q[:, None], scale_factor=2.0, mode="bilinear",
+                             align_corners=False)
+        guide = F.avg_pool2d(image, 2)
+        x = self.body(_cat(half * self.inv_scale, guide))
+        refined = F.relu(half + self.residual(x))
+        return F.interpolate(refined, scale_factor=2.0, mode="bilinear",
+                             align_corners=False)[:, 0]
+
+
 def _convbn_relu_stack(cin: int, widths: Tuple[int, ...], first_kernel: int) -> nn.Sequential:
     mods = []
     for i, w in enumerate(widths):
@@ -183,20 +224,25 @@ class DTPNet(nn.Module):
         self.classifier = nn.Sequential(
             convbn(config.pre[-1], config.classifier, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(config.classifier, config.max_disparity, 3, 1, 1, bias=False))
+        self.refine = EdgeRefine(config.refine, config.max_disparity) if config.refine else None
 
     def prune_ignored_layers(self) -> list:
         """Convs whose output widths are fixed by the architecture, never to be pruned: the
-        channel-to-disparity output (D/4 planes), the D-logit conv and the correlation projection.
+        channel-to-disparity output (D/4 planes), the D-logit conv, the correlation projection
+        and the refinement's one-plane residual conv.
         """
         convs = [m for m in self.c2d.modules() if isinstance(m, nn.Conv2d)]
         layers = [convs[-1], self.classifier[2]]
         if self.config.correlation > 0:
             layers += [self.corr_proj[0], self.corr_logits]
+        if self.refine is not None:
+            layers.append(self.refine.residual)
         return layers
 
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
         check_input_pair(left, right, self.size_divisor)
-        feat_l = self.feature(self.normalize(left))
+        left_n = self.normalize(left)
+        feat_l = self.feature(left_n)
         feat_r = self.feature(self.normalize(right))
         pair = _cat(feat_l, feat_r)
         corr = None
@@ -215,6 +261,10 @@ class DTPNet(nn.Module):
             disp, conf = regress(logits)
             return StereoOutput(disp, logits, conf, (), inter)
         disp_q, conf_q = regress(logits_q)  # plane d = full-res disparity d pixels
+        if self.refine is not None:
+            conf = F.interpolate(conf_q[:, None], scale_factor=4.0, mode="bilinear",
+                                 align_corners=False)[:, 0]
+            return StereoOutput(self.refine(disp_q, left_n), None, conf, (), inter)
         both = F.interpolate(torch.stack((disp_q, conf_q), dim=1), scale_factor=4.0,
                              mode="bilinear", align_corners=False)  # one resize for both maps
         return StereoOutput(both[:, 0], None, both[:, 1], (), inter)
@@ -251,6 +301,8 @@ def config_from_module(model: DTPNet) -> DTPNetConfig:
                    _width(hg.conv4[0])),
         classifier=_width(model.classifier[0]),
         correlation=model.config.correlation,
+        refine=() if model.refine is None else tuple(
+            _width(m) for m in model.refine.body if isinstance(m, nn.Sequential)),
     )
 
 
