@@ -4,9 +4,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Union
 
-# The runtime default: the pruned student fine-tuned with the fast head (docs/results.md,
-# "The runtime default"). models/dtpnet_pruned.pt is the claim-4 pipeline output (full head).
-DEFAULT_MODEL_NAME = "dtpnet_pruned_fast.pt"
+# The runtime default: the real-scene recipe's student (D = 192, fast head; docs/results.md,
+# "Real scenes"). models/dtpnet_pruned*.pt are the earlier D = 64 students (claim 4 and the
+# previous default), kept as named operating points.
+DEFAULT_MODEL_NAME = "dtpnet_real.pt"
 PACKAGE = "dtp_stereo"
 
 
@@ -48,14 +49,17 @@ def find_model(name: str = DEFAULT_MODEL_NAME) -> Path:
 
 
 def default_model_path() -> Path:
-    """Path of the shipped runtime-default student checkpoint (``dtpnet_pruned_fast.pt``)."""
+    """Path of the shipped runtime-default student checkpoint (:data:`DEFAULT_MODEL_NAME`)."""
     return find_model(DEFAULT_MODEL_NAME)
 
 
 # Operating points the node (``checkpoint`` parameter) and the CLIs (``--checkpoint``) select by
 # name instead of a path; each maps to a shipped file in models/ (model cards: models/*.json).
 OPERATING_POINTS: Dict[str, str] = {
-    "default": DEFAULT_MODEL_NAME,
+    "default": DEFAULT_MODEL_NAME,  # real-scene student, D = 192, 0.67 M params
+    "real_s1": "dtpnet_real.pt",  # the same file, by its stage name
+    "legacy_d64": "dtpnet_pruned_fast.pt",  # previous default: pruned, D = 64, 0.27 M params
+    "legacy_d64_full": "dtpnet_pruned.pt",  # claim-4 pipeline output (full head), D = 64
 }
 
 

@@ -7,8 +7,9 @@ Example:
 
 Parameters come from ``params_file`` (default: the package's config/params.yaml); the
 ``backend``, ``checkpoint``, ``engine_cache_dir``, ``onnx_path``, ``device``, ``head`` and ``fp16``
-arguments override it only when non-empty. The default model (models/dtpnet_pruned_fast.pt) has the
-fast regression head; ``head:=full`` switches a checkpoint to the full head (docs/results.md).
+arguments override it only when non-empty. The default model (models/dtpnet_real.pt) has the
+fast regression head; ``checkpoint:=legacy_d64`` (or another name of
+``dtp_stereo.assets.OPERATING_POINTS``, or a path) selects another model (docs/results.md).
 """
 
 from launch import LaunchDescription

@@ -4,6 +4,11 @@ Loads the checkpoint (weights_only), re-saves it under ``models/NAME.pt`` with p
 names the run, the eval results and the command, and writes ``models/NAME.json`` (config,
 parameters, MACs at the eval size, test-split metrics).
 
+Optional card sections: ``--stage-dirs`` (the training stage folders this model came through:
+steps, batch, samples and crop size from each stage's config, wall-clock hours from its
+TensorBoard events) and ``--real`` (``dtp-stereo eval --with-sgbm`` JSONs on real pairs: this
+model's EPE / bad-2 per pair next to SGBM's, same run).
+
 Usage:
     python scripts/ship_model.py runs/dtp_kl/finetune/best.pt \
         --eval runs/dtp_kl/eval/results.json --stage finetune --name dtpnet_pruned
@@ -13,10 +18,59 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from dtp_stereo.checkpoint import load_model, save_checkpoint
 from dtp_stereo.complexity import count_macs, count_parameters
+
+
+def stage_summary(stage_dir: Path) -> Dict[str, Any]:
+    """Steps, batch, samples, crop and wall-clock hours of one finished (or cut) stage folder."""
+    import yaml
+
+    summary: Dict[str, Any] = {"stage_dir": str(stage_dir)}
+    cfg_path = stage_dir.parent / "config.yaml"
+    if cfg_path.exists():
+        cfg = yaml.safe_load(cfg_path.read_text())
+        stage = cfg.get(stage_dir.name, {})
+        optim = stage.get("optim", {})
+        train = cfg.get("data", {}).get("train", {})
+        summary.update(planned_steps=optim.get("steps"), batch_size=optim.get("batch_size"),
+                       lr=optim.get("lr"), data={k: train.get(k) for k in
+                                                 ("name", "fresh", "height", "width",
+                                                  "max_disparity", "seed")},
+                       crop=(train.get("augment") or {}).get("crop_size"),
+                       supervision=stage.get("loss", {}).get("supervision"))
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(stage_dir / "tb"))
+        acc.Reload()
+        loss = acc.Scalars("train/loss")
+        summary["steps_done"] = int(loss[-1].step)
+        summary["wall_hours"] = round((loss[-1].wall_time - loss[0].wall_time) / 3600.0, 3)
+        if summary.get("batch_size"):
+            summary["samples_seen"] = summary["steps_done"] * int(summary["batch_size"])
+    except (ImportError, KeyError, IndexError, OSError):
+        pass
+    return summary
+
+
+def real_summary(paths: List[str], label: str = "student") -> List[Dict[str, Any]]:
+    """Per-pair EPE / bad-2 of ``label`` and of SGBM (raw, filled) from eval JSONs."""
+    rows = []
+    for path in paths:
+        rep = json.loads(Path(path).read_text())
+        methods = {label: rep, **rep.get("comparison", {})}
+        for i, pair in enumerate(rep["per_image"]):
+            row = {"pair": pair["name"], "scale": rep["dataset"].get("scale"),
+                   "size": pair.get("size"), "report": str(path)}
+            for name in (label, "sgbm_raw", "sgbm_filled"):
+                if name in methods:
+                    p = methods[name]["per_image"][i]
+                    row[name] = {"epe": p["epe"], "bad_2": p["bad_2"]}
+            rows.append(row)
+    return rows
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -26,6 +80,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--stage", required=True, help="the entry of results.json for this model")
     p.add_argument("--name", required=True, help="file stem under models/")
     p.add_argument("--out-dir", default="models", help="output folder (default models/)")
+    p.add_argument("--stage-dirs", nargs="*", default=[],
+                   help="training stage folders this model came through (card: training)")
+    p.add_argument("--real", nargs="*", default=[],
+                   help="dtp-stereo eval --with-sgbm JSONs on real pairs (card: real_pairs)")
+    p.add_argument("--description", default=None, help="one-line description for the card")
     args = p.parse_args(argv)
 
     model, ckpt = load_model(args.checkpoint)
@@ -48,6 +107,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         "test_images": results.get("samples"), "sgbm_same_split": results.get("sgbm"),
         "source_checkpoint": str(args.checkpoint), "command": command,
     }
+    if args.description:
+        card["description"] = args.description
+    if args.stage_dirs:
+        card["training"] = [stage_summary(Path(d)) for d in args.stage_dirs]
+        hours = sum(t.get("wall_hours") or 0.0 for t in card["training"])
+        card["training_wall_hours"] = round(hours, 3)
+        card["training_cpu_core_hours"] = round(2 * hours, 3)  # 2-core machine, both busy
+    if args.real:
+        card["real_pairs"] = real_summary(args.real)
     (out_dir / f"{args.name}.json").write_text(json.dumps(card, indent=2, default=str))
     print(f"wrote {out_pt} and {out_dir / (args.name + '.json')}")
     return 0

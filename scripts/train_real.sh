@@ -4,7 +4,8 @@
 #   bash scripts/train_real.sh s1|s2 --save                   copy the run's state to the repo
 # The stage's state lives in runs/real_<stage>/distill (git-ignored) while it trains; its
 # last.pt / best.pt / metrics.csv / summary.json are copied to models/stages/real_<stage>/
-# (committed) after it stops and on --save, and copied back before a resume on a fresh clone.
+# (committed) after it stops and on --save, and copied back before a resume on a fresh clone
+# (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 stage=${1:?usage: train_real.sh s1|s2 [--save | dtp-train args]}
@@ -19,6 +20,8 @@ save() {
   for f in $files; do
     if [ -f "$run/$f" ]; then cp "$run/$f" "$keep/$f.tmp" && mv "$keep/$f.tmp" "$keep/$f"; fi
   done
+  # a finished stage (summary.json written) needs no resume state: keep best.pt only
+  if [ -f "$run/summary.json" ]; then rm -f "$keep/last.pt"; fi
   echo "[train_real] saved $run -> $keep" >&2
 }
 if [ "${1:-}" = "--save" ]; then save; exit 0; fi
