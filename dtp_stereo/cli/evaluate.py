@@ -273,7 +273,7 @@ def _parse_also(items: List[str]) -> List[Tuple[str, Path]]:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
             raise CliError(f"--also {item!r}: expected LABEL=CHECKPOINT")
-        out.append((label, Path(path)))
+        out.append((label, resolve_checkpoint(Path(path))))  # a file or an operating point
     return out
 
 
