@@ -87,3 +87,23 @@ $bin/python benchmarks/aloe_eval.py --scale 0.25 \
   shipped_pruned_fast=models/dtpnet_pruned_fast.pt gwc_student=runs/dsn_cpu/distill/best.pt \
   --output-json docs/results/aloe.json --figure docs/results/aloe.png
 # Performance figures (about 40 minutes): see benchmarks/run_bench.sh
+
+# ---- Real scenes (issue 9; hours, not minutes: stage 1 took 1.75 h on 2 cores) ----
+# Stage 1: the runtime default models/dtpnet_real.pt (fresh scenes, full augmentation, D = 192).
+bash scripts/train_real.sh s1
+$bin/dtp-train --config configs/real/student_s1.yaml --stages eval --quiet
+cp runs/real_s1/eval/results.json docs/results/real-s1-eval.json
+$bin/python benchmarks/data_rate.py --config configs/real/student_s1.yaml --samples 60 \
+  --metrics models/stages/real_s1/metrics.csv --output docs/results/data-rate-s1.json
+$bin/python scripts/ship_model.py models/stages/real_s1/best.pt \
+  --eval runs/real_s1/eval/results.json --stage distill --name dtpnet_real \
+  --stage-dirs runs/real_s1/distill
+# Real pairs with ground truth (evaluation only) against SGBM, raw and hole-filled, same run.
+bash scripts/eval_real.sh docs/results/real-default models/dtpnet_real.pt \
+  old_default=models/dtpnet_pruned_fast.pt old_teacher=models/gwcnet_teacher.pt
+$bin/python benchmarks/real_table.py docs/results/real-default-x*.json \
+  --output docs/results/real-targets.json
+$bin/python benchmarks/sgbm_speed.py --model default=models/dtpnet_real.pt --size 480x640 \
+  --threads 2 --rounds 5 --output docs/results/sgbm-speed-640x480.json
+# Stage 2 (256x512, edge refinement; resumable across sessions from models/stages/real_s2).
+bash scripts/train_real.sh s2
