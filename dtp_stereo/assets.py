@@ -56,8 +56,10 @@ def default_model_path() -> Path:
 # Operating points the node (``checkpoint`` parameter) and the CLIs (``--checkpoint``) select by
 # name instead of a path; each maps to a shipped file in models/ (model cards: models/*.json).
 OPERATING_POINTS: Dict[str, str] = {
+    # the default is the last *finished* stage of the real-scene recipe (stage 1)
     "default": DEFAULT_MODEL_NAME,  # real-scene student, D = 192, 0.67 M params
     "real_s1": "dtpnet_real.pt",  # the same file, by its stage name
+    "real_s2": "dtpnet_real_s2.pt",  # stage 2 cut at 500 of 4000 steps: 256x512, edge refinement
     "legacy_d64": "dtpnet_pruned_fast.pt",  # previous default: pruned, D = 64, 0.27 M params
     "legacy_d64_full": "dtpnet_pruned.pt",  # claim-4 pipeline output (full head), D = 64
 }

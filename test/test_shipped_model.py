@@ -1,6 +1,7 @@
 """The shipped students: the runtime default (models/dtpnet_real.pt, the real-scene recipe's
-D = 192 student) and the earlier D = 64 pruned students kept as named operating points. They load
-safely, are the DTPnet they claim to be, and work on synthetic and (when installed) real pairs."""
+D = 192 student; models/dtpnet_real_s2.pt is its cut-off stage 2) and the earlier D = 64 students,
+kept as named operating points. They load safely, are the DTPnet they claim to be, and work on
+synthetic and (when installed) real pairs."""
 
 import json
 
@@ -18,6 +19,8 @@ def test_the_default_is_the_real_scene_student():
     assert default_model_path().name == "dtpnet_real.pt"
     _, ckpt = load_model(default_model_path())
     assert ckpt.model_config["head"] == "fast" and ckpt.max_disparity == 192
+    _, s2 = load_model(resolve_model("real_s2"))
+    assert tuple(s2.model_config["refine"]) == (16, 16, 16)
     card = json.loads(default_model_path().with_suffix(".json").read_text())
     assert card["training"][0]["samples_seen"] >= 64_000  # fresh scenes, never repeated
     for name in OPERATING_POINTS:
@@ -42,6 +45,7 @@ def _synthetic_epe(model, h, w, max_disp, n=3):
 
 
 @pytest.mark.parametrize("name,max_params,size,max_disp", [
+    ("dtpnet_real_s2.pt", 700_000, (128, 256), 192),
     ("dtpnet_real.pt", 700_000, (128, 256), 192),
     ("dtpnet_pruned_fast.pt", 300_000, (128, 256), 64),
     ("dtpnet_pruned.pt", 300_000, (128, 256), 64)])
@@ -54,14 +58,14 @@ def test_shipped_student_loads_and_beats_a_constant_predictor(torch_one_thread, 
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
     epe, constant = _synthetic_epe(model, *size, max_disp)
-    # docs/results.md: test-split EPE 3.14 px (dtpnet_real, 256x512), 2.59 / 3.21 px (D = 64
-    # students, 128x256); a per-image median predictor is several times worse
+    # docs/results.md: test-split EPE 3.08 / 3.14 px (dtpnet_real_s2 / dtpnet_real, 256x512),
+    # 2.59 / 3.21 px (D = 64 students, 128x256); a per-image median predictor is much worse
     assert epe < 0.75 * constant
 
 
 def test_default_beats_raw_sgbm_on_the_real_aloe_pair(torch_one_thread):
     """Aloe (opencv-doc, evaluation only) at x0.25: the default's EPE is below SGBM's as OpenCV
-    returns it over the same 192-px range (docs/results.md: 1.96 vs 11.95 px)."""
+    returns it over the same 192-px range (docs/results.md, "Real scenes")."""
     from dtp_stereo.cli.evaluate import sgbm_predictor
     from dtp_stereo.cli.infer import Predictor
     from dtp_stereo.data.real_pairs import load_aloe, scale_pair
