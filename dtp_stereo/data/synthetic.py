@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-__all__ = ["SyntheticStereo", "split_seed", "procedural_texture", "TextureFn"]
+__all__ = ["SyntheticStereo", "CameraResponse", "split_seed", "procedural_texture", "TextureFn"]
 
 # (rng, height, width, weak) -> height×width×3 float32 texture in about [0, 255]
 TextureFn = Callable[[np.random.Generator, int, int, bool], np.ndarray]
@@ -152,8 +152,32 @@ def _texture(rng: np.random.Generator, h: int, w: int, weak: bool) -> np.ndarray
 procedural_texture: TextureFn = _texture  # public name of the default surface texture
 
 
+class CameraResponse:
+    """Mixin: per-view camera response (gain, bias, noise) for generators that have ``seed``,
+    ``height``, ``width``, ``gain_jitter``, ``bias_jitter``, ``noise_std`` and ``_noise_bank``."""
+
+    seed: int
+    height: int
+    width: int
+    gain_jitter: float
+    bias_jitter: float
+    noise_std: float
+    _noise_bank: Optional[np.ndarray]
+
+    def _noise_tile(self) -> np.ndarray:
+        """A fixed bank of unit Gaussian noise (from ``seed``), cropped at random per view."""
+        if self._noise_bank is None:
+            self._noise_bank = noise_bank(self.seed, self.height, self.width)
+        return self._noise_bank
+
+    def _photometric(self, rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+        """Per-view gain/bias (slightly per channel) and Gaussian noise; returns uint8."""
+        return photometric_view(rng, img, self._noise_tile, self.gain_jitter, self.bias_jitter,
+                                self.noise_std)
+
+
 # ------------------------------------------------------------------------------ generator
-class SyntheticStereo:
+class SyntheticStereo(CameraResponse):
     """Deterministic procedural stereo pairs with exact disparity.
 
     Args:
@@ -363,25 +387,28 @@ class SyntheticStereo:
         own = id_l.astype(np.float32)
         return (f0 >= 0) & (at0 == own) & (at1 == own)
 
-    def _noise_tile(self) -> np.ndarray:
-        """A fixed bank of unit Gaussian noise (from ``seed``), cropped at random per view."""
-        if self._noise_bank is None:
-            bank_rng = np.random.default_rng([self.seed, 0x5EED])
-            shape = (2, self.height + _NOISE_PAD, self.width + _NOISE_PAD, 3)
-            self._noise_bank = bank_rng.standard_normal(shape, dtype=np.float32)
-        return self._noise_bank
 
-    def _photometric(self, rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-        """Per-view gain/bias (slightly per channel) and Gaussian noise; returns uint8."""
-        gain = rng.uniform(1 - self.gain_jitter, 1 + self.gain_jitter)
-        gain = gain * rng.uniform(0.98, 1.02, 3)
-        bias = float(rng.uniform(-self.bias_jitter, self.bias_jitter))
-        bank, oy, ox = (int(v) for v in rng.integers((0, 0, 0), (2, _NOISE_PAD, _NOISE_PAD)))
-        scaled = cv2.multiply(img, (float(gain[0]), float(gain[1]), float(gain[2]), 0.0))
-        if self.noise_std > 0:
-            h, w = img.shape[:2]
-            noise = self._noise_tile()[bank, oy:oy + h, ox:ox + w]
-        else:
-            noise = np.zeros_like(img)
-        # Saturating, rounding conversion to uint8 in one pass.
-        return cv2.addWeighted(scaled, 1.0, noise, self.noise_std, bias, dtype=cv2.CV_8U)
+def noise_bank(seed: int, height: int, width: int) -> np.ndarray:
+    """2×(H+pad)×(W+pad)×3 float32 unit Gaussian noise drawn from ``seed`` (pad = 32 pixels)."""
+    bank_rng = np.random.default_rng([int(seed), 0x5EED])
+    shape = (2, height + _NOISE_PAD, width + _NOISE_PAD, 3)
+    return bank_rng.standard_normal(shape, dtype=np.float32)
+
+
+def photometric_view(rng: np.random.Generator, img: np.ndarray, bank: Callable[[], np.ndarray],
+                     gain_jitter: float, bias_jitter: float, noise_std: float) -> np.ndarray:
+    """One view's camera response: gain ``1 ± gain_jitter`` (±2 % per channel), bias
+    ``± bias_jitter`` grey levels and Gaussian noise of ``noise_std`` grey levels cropped at random
+    from ``bank()`` (:func:`noise_bank`); H×W×3 float32 in, saturated and rounded uint8 out."""
+    gain = rng.uniform(1 - gain_jitter, 1 + gain_jitter)
+    gain = gain * rng.uniform(0.98, 1.02, 3)
+    bias = float(rng.uniform(-bias_jitter, bias_jitter))
+    idx, oy, ox = (int(v) for v in rng.integers((0, 0, 0), (2, _NOISE_PAD, _NOISE_PAD)))
+    scaled = cv2.multiply(img, (float(gain[0]), float(gain[1]), float(gain[2]), 0.0))
+    if noise_std > 0:
+        h, w = img.shape[:2]
+        noise = bank()[idx, oy:oy + h, ox:ox + w]
+    else:
+        noise = np.zeros_like(img)
+    # Saturating, rounding conversion to uint8 in one pass.
+    return cv2.addWeighted(scaled, 1.0, noise, noise_std, bias, dtype=cv2.CV_8U)

@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from dtp_stereo.data.synthetic import SyntheticStereo, procedural_texture
+from dtp_stereo.data.synthetic import CameraResponse, SyntheticStereo, procedural_texture
 from training.data.forward_warp import fill_background, non_occluded, splat_disparity
 from training.data.segments import segment_photo
 from training.data.textures import DEFAULT_OUT, TextureBank
@@ -40,7 +40,6 @@ from training.data.textures import DEFAULT_OUT, TextureBank
 __all__ = ["PhotoLayeredStereo", "SingleImageStereo"]
 
 TextureSource = Union[str, "os.PathLike[str]", TextureBank]
-_NOISE_PAD = 32  # margin of the photometric noise bank, pixels
 _MIN_PHOTO_STD = 10.0  # grey levels; flatter crops are redrawn (up to 4 tries)
 
 
@@ -96,7 +95,7 @@ class PhotoLayeredStereo(SyntheticStereo):
 
 
 # ---------------------------------------------------------------------- single-image stereo
-class SingleImageStereo:
+class SingleImageStereo(CameraResponse):
     """Stereo pairs from single photographs with procedural, edge-aligned disparity.
 
     Args:
@@ -307,27 +306,6 @@ class SingleImageStereo:
         lut = np.zeros(int(nearest.max()) + 1, np.float32)
         lut[nearest[flat_px]] = soft[flat_px]
         return np.where(steep, lut[nearest], soft).astype(np.float32)
-
-    def _noise_tile(self) -> np.ndarray:
-        """A fixed bank of unit Gaussian noise (from ``seed``), cropped at random per view."""
-        if self._noise_bank is None:
-            bank_rng = np.random.default_rng([self.seed, 0x5EED])
-            shape = (2, self.height + _NOISE_PAD, self.width + _NOISE_PAD, 3)
-            self._noise_bank = bank_rng.standard_normal(shape, dtype=np.float32)
-        return self._noise_bank
-
-    def _photometric(self, rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-        """Per-view gain/bias (slightly per channel) and Gaussian noise; returns uint8."""
-        gain = rng.uniform(1 - self.gain_jitter, 1 + self.gain_jitter)
-        gain = gain * rng.uniform(0.98, 1.02, 3)
-        bias = float(rng.uniform(-self.bias_jitter, self.bias_jitter))
-        bank, oy, ox = (int(v) for v in rng.integers((0, 0, 0), (2, _NOISE_PAD, _NOISE_PAD)))
-        scaled = cv2.multiply(img, (float(gain[0]), float(gain[1]), float(gain[2]), 0.0))
-        if self.noise_std <= 0:
-            return cv2.addWeighted(scaled, 1.0, scaled, 0.0, bias, dtype=cv2.CV_8U)
-        h, w = img.shape[:2]
-        noise = self._noise_tile()[bank, oy:oy + h, ox:ox + w]
-        return cv2.addWeighted(scaled, 1.0, noise, self.noise_std, bias, dtype=cv2.CV_8U)
 
 
 def _match_colours(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
