@@ -1,39 +1,73 @@
 #!/usr/bin/env bash
 # Run (or continue) one stage of the real-scene recipe so that nothing trained is lost.
-#   bash scripts/train_real.sh s1|s2 [extra dtp-train args]   train, resuming where it stopped
-#   bash scripts/train_real.sh s1|s2 --save                   copy the run's state to the repo
-# The stage's state lives in runs/real_<stage>/distill (git-ignored) while it trains; its
-# last.pt / best.pt / metrics.csv / summary.json are copied to models/stages/real_<stage>/
-# (committed) after it stops and on --save, and copied back before a resume on a fresh clone
+#   bash scripts/train_real.sh s1|s2|prune [extra dtp-train args]   train, resuming where it stopped
+#   bash scripts/train_real.sh s1|s2|prune --save                   copy the run's state to the repo
+# s1 and s2 are the student's training stages (configs/real/student_<stage>.yaml, pipeline stage
+# "distill"); prune is distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
+# pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped).
+# The state lives in runs/real_<stage>/<pipeline stage> (git-ignored) while it trains; its
+# last.pt / best.pt / metrics.csv / summary.json / results.json / export.json are copied to
+# models/stages/real_<stage>/ (committed; the "distill" stage directly, the others in
+# sub-folders) after it stops and on --save, and copied back before a resume on a fresh clone
 # (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-stage=${1:?usage: train_real.sh s1|s2 [--save | dtp-train args]}
+stage=${1:?usage: train_real.sh s1|s2|prune [--save | dtp-train args]}
 shift
-cfg=$root/configs/real/student_$stage.yaml
+case $stage in
+  s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
+  prune) cfg=$root/configs/real/prune_s1.yaml; steps="prune finetune eval export" ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2 or prune)" >&2; exit 2 ;;
+esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
-run=$root/runs/real_$stage/distill
+runs=$root/runs/real_$stage
 keep=$root/models/stages/real_$stage
-files="last.pt best.pt metrics.csv summary.json"
+files="last.pt best.pt metrics.csv summary.json results.json export.json"
+kept() {  # the committed folder of pipeline stage $1
+  if [ "$1" = distill ]; then echo "$keep"; else echo "$keep/$1"; fi
+}
+done_marker() {  # the file whose presence means pipeline stage $1 finished
+  case $1 in
+    distill|finetune) echo summary.json ;;
+    prune) echo best.pt ;;
+    eval) echo results.json ;;
+    export) echo export.json ;;
+  esac
+}
 save() {
-  mkdir -p "$keep"
-  for f in $files; do
-    if [ -f "$run/$f" ]; then cp "$run/$f" "$keep/$f.tmp" && mv "$keep/$f.tmp" "$keep/$f"; fi
+  for s in $steps; do
+    local run=$runs/$s dst
+    dst=$(kept "$s")
+    [ -n "$(ls -A "$run" 2>/dev/null)" ] || continue
+    mkdir -p "$dst"
+    for f in $files; do
+      if [ -f "$run/$f" ]; then cp "$run/$f" "$dst/$f.tmp" && mv "$dst/$f.tmp" "$dst/$f"; fi
+    done
+    # a finished training stage (summary.json written) needs no resume state: keep best.pt only
+    if [ -f "$run/summary.json" ]; then rm -f "$dst/last.pt"; fi
+    echo "[train_real] saved $run -> $dst" >&2
   done
-  # a finished stage (summary.json written) needs no resume state: keep best.pt only
-  if [ -f "$run/summary.json" ]; then rm -f "$keep/last.pt"; fi
-  echo "[train_real] saved $run -> $keep" >&2
 }
 if [ "${1:-}" = "--save" ]; then save; exit 0; fi
-mkdir -p "$run"
-if [ ! -f "$run/last.pt" ] && [ -f "$keep/last.pt" ]; then
-  for f in $files; do [ -f "$keep/$f" ] && cp "$keep/$f" "$run/$f"; done
-  echo "[train_real] restored $keep -> $run" >&2
-fi
+todo=""
+for s in $steps; do
+  run=$runs/$s
+  src=$(kept "$s")
+  mkdir -p "$run"
+  if [ ! -f "$run/last.pt" ] && [ ! -f "$run/$(done_marker "$s")" ] && [ -d "$src" ]; then
+    for f in $files; do if [ -f "$src/$f" ]; then cp "$src/$f" "$run/$f"; fi; done
+    echo "[train_real] restored $src -> $run" >&2
+  fi
+  # re-run only what has not finished (s1/s2's single stage always runs: --resume continues it)
+  if [ "$stage" = prune ] && [ -f "$run/$(done_marker "$s")" ]; then continue; fi
+  todo="${todo:+$todo,}$s"
+done
 bash "$root/scripts/setup_env.sh"
 cd "$root"
 status=0
-OMP_NUM_THREADS=2 .venv/bin/dtp-train --config "$cfg" --stages distill --resume --quiet "$@" \
-  || status=$?
+if [ -n "$todo" ]; then
+  OMP_NUM_THREADS=2 .venv/bin/dtp-train --config "$cfg" --stages "$todo" --resume --quiet "$@" \
+    || status=$?
+fi
 save
 exit $status
