@@ -6,7 +6,7 @@ Debian/Ubuntu's ``opencv-doc`` package ships the Aloe pair with its ground truth
 Both images are downsampled by ``--scale`` (``cv2.INTER_AREA``); the ground truth is resampled
 with ``INTER_NEAREST`` and its values multiplied by ``--scale`` (unknown stays unknown).
 
-Each checkpoint runs through :class:`dtp_stereo.cli.infer.Predictor` (resize/pad with
+Each checkpoint runs through :class:`dtp_stereo.pipeline.StereoPipeline` (resize/pad with
 :class:`dtp_stereo.preprocess.StereoPreprocessor`, disparity mapped back to the image size).
 EPE / D1 / bad-1/2/3 (:mod:`dtp_stereo.metrics`) count GT-known pixels below the method's
 disparity range; ``gt_above_max_fraction`` is the share of GT-known pixels at or beyond that
@@ -111,21 +111,21 @@ def evaluate_sgbm(left: np.ndarray, right: np.ndarray, gt: np.ndarray, max_dispa
 def evaluate_checkpoint(path: str, left: np.ndarray, right: np.ndarray, gt: np.ndarray, *,
                         device: str = "cpu", threads: Optional[int] = None, repeats: int = 3,
                         warmup: int = 1) -> Tuple[Dict[str, Any], np.ndarray]:
-    """Run one checkpoint on the pair (through ``Predictor``) and score it.
+    """Run one checkpoint on the pair (:class:`dtp_stereo.pipeline.StereoPipeline`); score it.
 
     Returns:
         ``(entry, disparity)``: the JSON entry (checkpoint, model, parameters, scores,
         latency in ms) and the H×W float32 disparity at the image size, pixels.
     """
-    from dtp_stereo.cli.infer import Predictor
     from dtp_stereo.complexity import count_parameters
+    from dtp_stereo.pipeline import StereoPipeline
     from dtp_stereo.timing import time_calls
 
-    predictor = Predictor(Path(path), device=device, threads=threads)
+    predictor = StereoPipeline.from_checkpoint(Path(path), device=device, threads=threads)
     disp = predictor(left, right)
     stats = time_calls(lambda: predictor(left, right), repeats, warmup, device=device)
     entry = {"method": "checkpoint", "checkpoint": str(path),
-             "model_name": predictor.checkpoint.model_name,
+             "model_name": predictor.backend.model_name,
              "max_disparity": predictor.max_disparity,
              "params": count_parameters(predictor.backend.model),
              **score_disparity(disp, gt, predictor.max_disparity),

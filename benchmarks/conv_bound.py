@@ -114,8 +114,8 @@ def measure_conv_bound(model: nn.Module, height: int, width: int, *, repeats: in
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Measure both DTPnet heads (or a checkpoint) and print a markdown table."""
-    from dtp_stereo.bench import ModelSpec, build_spec_model, parse_model_spec, write_report
-    from dtp_stereo.bench import parse_size
+    from dtp_stereo.tools.bench import ModelSpec, build_spec_model, parse_model_spec, write_report
+    from dtp_stereo.tools.bench import parse_size
     from dtp_stereo.optimize import fuse_conv_bn
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

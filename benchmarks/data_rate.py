@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import numpy as np
     import torch
 
-    from dtp_stereo.bench import write_report
+    from dtp_stereo.tools.bench import write_report
     from training.config import load_config, to_dict
     from training.data.datasets import build_dataset
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import torch
 
-from dtp_stereo.bench import write_report
+from dtp_stereo.tools.bench import write_report
 from dtp_stereo.checkpoint import load_model
 from training.evaluation import SYNTHETIC_TEST, evaluate_model, synthetic_test_split
 

@@ -34,7 +34,7 @@ __all__ = ["make_backend", "node_latency_ms", "measure_node_overhead", "main"]
 def make_backend(model_spec: str, backend: str, height: int, width: int, threads: int,
                  work_dir: str) -> Any:
     """A torch or onnxruntime backend of ``model_spec`` (alias or LABEL=CHECKPOINT)."""
-    from dtp_stereo.bench import build_spec_model, parse_model_spec
+    from dtp_stereo.tools.bench import build_spec_model, parse_model_spec
 
     model = build_spec_model(parse_model_spec(model_spec))
     if backend == "torch":
@@ -194,7 +194,7 @@ def measure_node_overhead(backend: Any, height: int, width: int, *, repeats: int
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print (and optionally write) the node overhead at one size."""
-    from dtp_stereo.bench import parse_size, write_report
+    from dtp_stereo.tools.bench import parse_size, write_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dtpnet",

@@ -85,7 +85,7 @@ def _pair(name: str, shape: List[int], plain: Callable[[], Any], impl: Callable[
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from dtp_stereo.bench import write_report
+    from dtp_stereo.tools.bench import write_report
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

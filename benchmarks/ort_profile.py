@@ -53,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch.nn.functional as F
 
     import dtp_stereo.models.layers as layers
-    from dtp_stereo.bench import parse_size, write_report
+    from dtp_stereo.tools.bench import parse_size, write_report
     from dtp_stereo.checkpoint import load_model
     from dtp_stereo.export import export_onnx
 

@@ -73,7 +73,7 @@ def _half_copy(model: nn.Module) -> nn.Module:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from dtp_stereo.bench import write_report
+    from dtp_stereo.tools.bench import write_report
     from training.evaluation import SYNTHETIC_TEST, evaluate_model, synthetic_test_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

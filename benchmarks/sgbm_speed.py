@@ -48,8 +48,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     import cv2
 
     from dtp_stereo.baselines import sgbm_disparity
-    from dtp_stereo.bench import (BenchJob, _make_backend, build_spec_model, export_for_onnx,
-                                  parse_model_spec, parse_size, write_report)
+    from dtp_stereo.tools.bench import (BenchJob, _make_backend, build_spec_model,
+                                        export_for_onnx, parse_model_spec, parse_size,
+                                        write_report)
     from dtp_stereo.timing import time_calls
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -4,7 +4,7 @@ The side-by-side table (``dtp-stereo bench``) runs each configuration in its own
 minutes apart; on a shared machine the same configuration can differ by tens of percent between
 runs, and so can a ratio of two of them. Here each round times the teacher once and the student
 ``--per-round`` times, so both see the same machine state; the report is the median ratio over
-rounds with its range (:func:`dtp_stereo.bench.interleaved_ratio`).
+rounds with its range (:func:`dtp_stereo.tools.bench.interleaved_ratio`).
 
 Usage (repository root)::
 
@@ -19,7 +19,8 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from dtp_stereo.bench import interleaved_ratio, parse_model_spec, parse_size, write_report
+    from dtp_stereo.tools.bench import (interleaved_ratio, parse_model_spec, parse_size,
+                                        write_report)
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference", default="psmnet", help="the teacher (alias or LABEL=PATH)")

@@ -1,9 +1,10 @@
-"""rosbag2 tools without a ROS install (``rosbags``): sample-bag writer, stereo reader, offline
-evaluation, and live playback through rclpy.
+"""rosbag2 tools without a ROS install (``rosbags``): stereo reader, offline evaluation, and live
+playback through rclpy. (The synthetic sample-bag writer is a tool:
+:mod:`dtp_stereo.tools.sample_bag`.)
 
-Sample-bag topics (all stamps of one frame identical): ``/left/image_rect``,
-``/right/image_rect`` (sensor_msgs/Image rgb8), ``/left/camera_info``, ``/right/camera_info``
-(plumb_bob, right ``P[3] = -fx * baseline``) and ``/gt/disparity`` (32FC1 pixels, 0 = no GT).
+Default topics (:data:`DEFAULT_TOPICS`): ``/left/image_rect``, ``/right/image_rect``
+(sensor_msgs/Image), ``/left/camera_info``, ``/right/camera_info`` and ``/gt/disparity``
+(32FC1 pixels, 0 = no GT).
 Evaluation output bags hold ``/disparity`` (stereo_msgs/DisparityImage) and ``/points2``
 (sensor_msgs/PointCloud2 x, y, z float32 metres in the left optical frame, NaN = no depth).
 """
@@ -15,24 +16,19 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
-from dtp_stereo.ros.conversions import (ImageConversionError, build_camera_info,
-                                        build_disparity_image, build_pointcloud2,
-                                        disparity_output_range, image_msg_to_numpy,
-                                        numpy_to_image_msg)
-from dtp_stereo.ros.geometry import StereoCamera, disparity_to_points
+from dtp_stereo.ros.conversions import ImageConversionError, image_msg_to_numpy
+from dtp_stereo.ros.geometry import StereoCamera
 from dtp_stereo.ros.sync import stamp_to_ns
 
-__all__ = ["StereoFrame", "bag_topics", "write_sample_bag", "read_stereo_pairs", "bag_eval",
-           "play_bag", "image_to_numpy", "to_rclpy_message", "BASELINE_M", "DEFAULT_TOPICS"]
+__all__ = ["StereoFrame", "bag_topics", "read_stereo_pairs", "bag_eval", "play_bag",
+           "image_to_numpy", "to_rclpy_message", "DEFAULT_TOPICS"]
 
 _LOG = logging.getLogger(__name__)
 
-BASELINE_M = 0.12
-START_TIME_NS = 1_700_000_000 * 10**9
 DEFAULT_TOPICS = {"left": "/left/image_rect", "right": "/right/image_rect",
                   "left_info": "/left/camera_info", "right_info": "/right/camera_info",
                   "gt": "/gt/disparity"}
@@ -105,71 +101,6 @@ def image_to_numpy(msg: Any, topic: str = "image") -> np.ndarray:
         raise ImageConversionError(f"{topic}: {exc}") from exc
 
 
-def _image_msg(ts, arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
-    msg = numpy_to_image_msg(arr, encoding, _header(ts, stamp_ns, frame_id),
-                             msg_cls=_blank(ts, IMAGE))
-    return _cdr_ready(msg)
-
-
-def _camera_info_msgs(ts, height: int, width: int, stamp_ns: int) -> Tuple[Any, Any]:
-    """Left/right rectified CameraInfo: fx = fy = 0.8 * width, baseline ``BASELINE_M``."""
-    fx = 0.8 * width
-    camera = StereoCamera(width=width, height=height, fx=fx, fy=fx, cx=(width - 1) / 2.0,
-                          cy=(height - 1) / 2.0, cx_right=(width - 1) / 2.0,
-                          baseline=BASELINE_M)
-    info_cls, roi_cls = _blank(ts, INFO), _blank(ts, "sensor_msgs/msg/RegionOfInterest")
-    return tuple(build_camera_info(camera, _header(ts, stamp_ns, f"stereo_{side}_optical_frame"),
-                                   right=side == "right", msg_cls=info_cls, roi_cls=roi_cls)
-                 for side in ("left", "right"))
-
-
-def write_sample_bag(path: str, n_frames: int = 20, height: int = 128, width: int = 256,
-                     rate_hz: float = 10.0, storage: str = "sqlite3", seed: int = 0,
-                     max_disparity: int = 64) -> str:
-    """Write a synthetic stereo rosbag2 with exact ground truth.
-
-    Args:
-        path: bag directory to create (must not exist).
-        n_frames: number of stereo frames.
-        height, width: image size in pixels.
-        rate_hz: frame rate; frame ``i`` is stamped ``START_TIME_NS + i / rate_hz`` seconds.
-        storage: ``"sqlite3"`` or ``"mcap"``.
-        seed: synthetic scene seed (:class:`dtp_stereo.data.synthetic.SyntheticStereo`).
-        max_disparity: largest synthetic disparity, pixels.
-
-    Returns:
-        ``path``.
-    """
-    from dtp_stereo.data.synthetic import SyntheticStereo
-
-    if n_frames <= 0 or rate_hz <= 0:
-        raise ValueError(f"write_sample_bag: n_frames ({n_frames}) and rate_hz ({rate_hz}) "
-                         "must be positive")
-    ts = _typestore()
-    gen = SyntheticStereo(height=height, width=width, max_disparity=max_disparity, seed=seed)
-    with _writer(path, storage) as writer:
-        # camera_info first in each frame, so a node sees a frame's calibration before its images
-        types = {"left_info": INFO, "right_info": INFO, "left": IMAGE, "right": IMAGE,
-                 "gt": IMAGE}
-        conns = {k: writer.add_connection(DEFAULT_TOPICS[k], t, typestore=ts)
-                 for k, t in types.items()}
-        for i in range(n_frames):
-            stamp = START_TIME_NS + int(round(i * 1e9 / rate_hz))
-            sample = gen.sample(i)
-            gt = np.where(sample["valid"], sample["disparity"], 0.0).astype(np.float32)
-            info_l, info_r = _camera_info_msgs(ts, height, width, stamp)
-            msgs = {"left_info": (info_l, INFO), "right_info": (info_r, INFO),
-                    "left": (_image_msg(ts, sample["left"], "rgb8", stamp,
-                                        "stereo_left_optical_frame"), IMAGE),
-                    "right": (_image_msg(ts, sample["right"], "rgb8", stamp,
-                                         "stereo_right_optical_frame"), IMAGE),
-                    "gt": (_image_msg(ts, gt, "32FC1", stamp, "stereo_left_optical_frame"),
-                           IMAGE)}
-            for key, (msg, typ) in msgs.items():
-                writer.write(conns[key], stamp, ts.serialize_cdr(msg, typ))
-    return path
-
-
 def bag_topics(path: str) -> Dict[str, str]:
     """``{topic: message type}`` of a rosbag2 (sqlite3 or mcap)."""
     from rosbags.highlevel import AnyReader
@@ -189,6 +120,7 @@ class StereoFrame:
         left, right: H×W×3 RGB (or H×W mono) arrays as decoded from the messages.
         gt: H×W float32 ground-truth disparity in pixels, or ``None``.
         left_info, right_info: the CameraInfo messages (rosbags objects), or ``None``.
+        frame_id: the left image's ``header.frame_id`` (the outputs' frame).
     """
 
     stamp_ns: int
@@ -197,17 +129,21 @@ class StereoFrame:
     gt: Optional[np.ndarray] = None
     left_info: Any = None
     right_info: Any = None
+    frame_id: str = ""
 
 
 def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
                       gt_topic: Optional[str] = None, left_info_topic: Optional[str] = None,
                       right_info_topic: Optional[str] = None,
                       max_pending: int = 200) -> Iterator[StereoFrame]:
-    """Yield frames whose images share an exact header stamp, in bag order.
+    """Yield frames whose images share an exact header stamp, in stamp order.
 
-    Images on ``left_topic``, ``right_topic`` (and ``gt_topic``) must have identical stamps;
-    camera infos are taken at the same stamp, else the latest one seen before. At most
-    ``max_pending`` unmatched stamps are kept (oldest dropped with a warning).
+    Images on ``left_topic``, ``right_topic`` (and ``gt_topic``) must have identical stamps.
+    Camera infos are taken at the same stamp: a frame whose images are complete waits for them,
+    as drivers usually record camera_info after the images; it is given the latest camera_info
+    seen instead when the next frame's images are complete first (or the bag ends), and
+    ``None`` (with a warning) when there has been none yet. At most ``max_pending`` unmatched
+    stamps are kept (oldest dropped with a warning).
 
     Raises:
         FileNotFoundError: no bag at ``path``.
@@ -223,6 +159,35 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
     infos = {k: t for k, t in (("left_info", left_info_topic), ("right_info", right_info_topic))
              if t}
     wanted = {**images, **infos}
+    pending: Dict[int, Dict[str, Any]] = {}  # stamp -> messages so far
+    latest_info: Dict[str, Any] = {}
+    without_info = 0
+    last_stamp = -1  # newest frame yielded
+
+    def frame(stamp: int, slot: Dict[str, Any]) -> StereoFrame:
+        nonlocal without_info, last_stamp
+        last_stamp = max(last_stamp, stamp)
+        info = {k: slot.get(k, latest_info.get(k)) for k in ("left_info", "right_info")}
+        if infos and any(info[k] is None for k in infos):
+            without_info += 1
+        return StereoFrame(
+            stamp_ns=stamp, left=image_to_numpy(slot["left"], left_topic),
+            right=image_to_numpy(slot["right"], right_topic),
+            gt=(image_to_numpy(slot["gt"], gt_topic).astype(np.float32) if gt_topic else None),
+            left_info=info["left_info"], right_info=info["right_info"],
+            frame_id=str(getattr(slot["left"].header, "frame_id", "") or ""))
+
+    def complete(slot: Dict[str, Any]) -> bool:
+        return all(k in slot for k in images)
+
+    def flush(before: Optional[int]) -> Iterator[StereoFrame]:
+        """Frames with complete images stamped before ``before`` (all if None), in order."""
+        for stamp in sorted(pending):
+            if before is not None and stamp >= before:
+                break
+            if complete(pending[stamp]):
+                yield frame(stamp, pending.pop(stamp))
+
     with AnyReader([Path(path)], default_typestore=_typestore()) as reader:
         present = {c.topic for c in reader.connections}
         missing = sorted(t for t in wanted.values() if t not in present)
@@ -231,8 +196,6 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
                              f"{sorted(present)}")
         by_topic = {t: k for k, t in wanted.items()}
         conns = [c for c in reader.connections if c.topic in by_topic]
-        pending: Dict[int, Dict[str, Any]] = {}
-        latest_info: Dict[str, Any] = {}
         dropped = 0
         for conn, _, raw in reader.messages(connections=conns):
             key = by_topic[conn.topic]
@@ -240,114 +203,95 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
             stamp = stamp_to_ns(msg.header.stamp)
             if key in infos:
                 latest_info[key] = msg
-            pending.setdefault(stamp, {})[key] = msg
-            slot = pending[stamp]
-            if not all(k in slot for k in images):
+                if stamp not in pending and stamp <= last_stamp:
+                    continue  # its frame went out already, with the latest camera_info
+            slot = pending.setdefault(stamp, {})
+            slot[key] = msg
+            if not complete(slot):
                 if len(pending) > max_pending:
                     pending.pop(min(pending))
                     dropped += 1
                 continue
-            del pending[stamp]
-            yield StereoFrame(
-                stamp_ns=stamp, left=image_to_numpy(slot["left"], left_topic),
-                right=image_to_numpy(slot["right"], right_topic),
-                gt=(image_to_numpy(slot["gt"], gt_topic).astype(np.float32)
-                    if gt_topic else None),
-                left_info=slot.get("left_info", latest_info.get("left_info")),
-                right_info=slot.get("right_info", latest_info.get("right_info")))
+            if key in images:  # this frame's images just completed: earlier ones wait no more
+                yield from flush(stamp)
+            if all(k in slot for k in infos):
+                yield from flush(stamp)
+                yield frame(stamp, pending.pop(stamp))
+        yield from flush(None)
         if dropped:
             _LOG.warning("rosbag %s: dropped %d unmatched stamps", path, dropped)
-
-
-def _disparity_msgs(ts, disp: np.ndarray, camera: Any, stamp: int,
-                    disp_range: Tuple[float, float]):
-    """DisparityImage and PointCloud2 (x, y, z float32) rosbags messages for one frame.
-
-    ``disp_range`` is ``(max_disparity, delta_d)`` from
-    :func:`~dtp_stereo.ros.conversions.disparity_output_range`. Without a camera the
-    DisparityImage has ``f = t = 0`` and there is no cloud.
-    """
-    frame = camera.frame_id if camera is not None else "stereo_left_optical_frame"
-    header = _header(ts, stamp, frame)
-    off = float(camera.doffs) if camera is not None else 0.0  # Z = f*T/value, as the node
-    dmsg = build_disparity_image(
-        disp + np.float32(off), header, f=camera.fx if camera else 0.0,
-        t=camera.baseline if camera else 0.0, min_disparity=off,
-        max_disparity=float(disp_range[0]) + off, delta_d=float(disp_range[1]),
-        msg_cls=_blank(ts, DISPARITY), image_cls=_blank(ts, IMAGE),
-        roi_cls=_blank(ts, "sensor_msgs/msg/RegionOfInterest"))
-    if camera is None:
-        return _cdr_ready(dmsg), None
-    cloud = build_pointcloud2(disparity_to_points(disp, camera), header,
-                              msg_cls=_blank(ts, CLOUD),
-                              field_cls=_blank(ts, "sensor_msgs/msg/PointField"))
-    return _cdr_ready(dmsg), _cdr_ready(cloud)
+        if without_info:
+            _LOG.warning("rosbag %s: %d frame(s) before the first camera_info on %s have no "
+                         "camera", path, without_info, " and ".join(infos.values()))
 
 
 def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"],
              right_topic: str = DEFAULT_TOPICS["right"], gt_topic: Optional[str] = None,
              left_info_topic: Optional[str] = None, right_info_topic: Optional[str] = None,
              output_bag: Optional[str] = None, output_storage: str = "sqlite3",
-             max_frames: Optional[int] = None, warmup: int = 1) -> Dict[str, Any]:
-    """Run a backend over a bag's stereo pairs: metrics (with GT) and latency.
+             max_frames: Optional[int] = None, warmup: int = 1,
+             preprocessor: Optional[Any] = None) -> Dict[str, Any]:
+    """Run a backend over a bag's stereo pairs (:class:`~dtp_stereo.pipeline.StereoPipeline`):
+    metrics (with GT) and latency.
 
     Latency (ms) covers preprocessing + ``backend.infer`` + mapping back (``latency_ms``) and
     ``infer`` alone (``infer_ms``); the first ``warmup`` frames are not timed. Output bags get
-    ``/disparity`` always and ``/points2`` when both camera-info topics are given.
+    ``/disparity`` always and ``/points2`` for frames with both camera infos, built by
+    :func:`dtp_stereo.ros.outputs.output_messages` (as the node; header = the left image's).
+    ``preprocessor`` (a :class:`~dtp_stereo.preprocess.StereoPreprocessor`) applies the node's
+    resize rules (``max_width``, ``input_size``); default: pad only.
 
     Returns:
-        ``{"bag", "backend", "device", "frames", "metrics" (None without GT),
-        "latency_ms": {count, mean, p50, p90, p99, max}, "infer_ms": {...}, "output_bag"}``.
+        ``{"bag", "backend", "device", "frames", "frames_without_camera", "metrics" (None
+        without GT), "latency_ms": {count, mean, p50, p90, p99, max}, "infer_ms": {...},
+        "output_bag"}``.
     """
     from dtp_stereo.metrics import MetricAccumulator, valid_mask
-    from dtp_stereo.preprocess import StereoPreprocessor
+    from dtp_stereo.pipeline import StereoPipeline
+    from dtp_stereo.ros.outputs import MessageClasses, output_messages
     from dtp_stereo.timing import LatencyStats
 
-    prep = StereoPreprocessor(backend.size_divisor, backend.input_size)
+    pipeline = StereoPipeline(backend, preprocessor)
     acc = MetricAccumulator() if gt_topic else None
     total, infer = LatencyStats(), LatencyStats()
     ts = _typestore()
+    classes = MessageClasses(disparity=_blank(ts, DISPARITY), image=_blank(ts, IMAGE),
+                             roi=_blank(ts, "sensor_msgs/msg/RegionOfInterest"),
+                             cloud=_blank(ts, CLOUD),
+                             field=_blank(ts, "sensor_msgs/msg/PointField"))
     writer = _writer(output_bag, output_storage) if output_bag else None
     conns: Dict[str, Any] = {}
-    n = 0
+    n = no_camera = 0
     try:
         if writer is not None:
             writer.open()
-            conns["disp"] = writer.add_connection("/disparity", DISPARITY,
-                                                  typestore=ts)
+            conns["disparity"] = writer.add_connection("/disparity", DISPARITY, typestore=ts)
             if left_info_topic and right_info_topic:
-                conns["points"] = writer.add_connection("/points2", CLOUD, typestore=ts)
+                conns["points2"] = writer.add_connection("/points2", CLOUD, typestore=ts)
         frames = read_stereo_pairs(path, left_topic, right_topic, gt_topic, left_info_topic,
                                    right_info_topic)
         for fr in frames:
             if max_frames is not None and n >= max_frames:
                 break
-            t0 = time.perf_counter()
-            left, right, geo = prep.prepare(fr.left, fr.right)
-            t1 = time.perf_counter()
-            result = backend.infer(left, right)
-            t2 = time.perf_counter()
-            disp = geo.restore(result.disparity)
-            t3 = time.perf_counter()
+            camera = None
+            if fr.left_info is not None and fr.right_info is not None:
+                camera = StereoCamera.from_camera_info(fr.left_info, fr.right_info)
+            elif left_info_topic and right_info_topic:
+                no_camera += 1
+            result = pipeline.run(fr.left, fr.right, camera)
             if n >= warmup:
-                total.record((t3 - t0) * 1e3)
-                infer.record((t2 - t1) * 1e3)
+                total.record(result.total_ms)
+                infer.record(result.timings_ms["inference"])
             if acc is not None:
-                acc.update(disp, fr.gt, valid_mask(fr.gt, backend.max_disparity * geo.scale))
+                acc.update(result.disparity, fr.gt,
+                           valid_mask(fr.gt, backend.max_disparity * result.frame.scale))
             if writer is not None:
-                camera = None
-                if fr.left_info is not None and fr.right_info is not None:
-                    camera = StereoCamera.from_camera_info(fr.left_info, fr.right_info)
-                    if (camera.height, camera.width) != disp.shape:  # info at another size
-                        camera = camera.scaled(disp.shape[1], disp.shape[0])
-                dmsg, cloud = _disparity_msgs(
-                    ts, disp, camera, fr.stamp_ns,
-                    disparity_output_range(backend.max_disparity, geo.scale))
-                writer.write(conns["disp"], fr.stamp_ns,
-                             ts.serialize_cdr(dmsg, DISPARITY))
-                if cloud is not None and "points" in conns:
-                    writer.write(conns["points"], fr.stamp_ns,
-                                 ts.serialize_cdr(cloud, CLOUD))
+                header = _header(ts, fr.stamp_ns, fr.frame_id)
+                msgs = output_messages(result, header, wanted=conns.__contains__,
+                                       classes=classes)
+                for topic, msg in msgs.items():
+                    writer.write(conns[topic], fr.stamp_ns,
+                                 ts.serialize_cdr(_cdr_ready(msg), msg.__msgtype__))
             n += 1
     finally:
         if writer is not None:
@@ -356,6 +300,7 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
         raise ValueError(f"rosbag {path}: no synchronized frames on {left_topic} and "
                          f"{right_topic}" + (f" and {gt_topic}" if gt_topic else ""))
     return {"bag": str(path), "backend": backend.name, "device": backend.device, "frames": n,
+            "frames_without_camera": no_camera,
             "metrics": acc.compute() if acc is not None else None,
             "latency_ms": total.summary(), "infer_ms": infer.summary(),
             "output_bag": str(output_bag) if output_bag else None}

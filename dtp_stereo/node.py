@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -37,11 +36,12 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_de
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
-from dtp_stereo.data.formats import colorize_disparity
+from dtp_stereo.pipeline import StereoPipeline
 from dtp_stereo.preprocess import StereoPreprocessor
 from dtp_stereo.ros import conversions as conv
 from dtp_stereo.ros.diagnostics import StereoDiagnostics, report_to_msg
-from dtp_stereo.ros.geometry import StereoCamera, depth_to_points, disparity_to_depth
+from dtp_stereo.ros.geometry import StereoCamera
+from dtp_stereo.ros.outputs import OutputOptions, output_messages
 from dtp_stereo.ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, LatestSlot
 from dtp_stereo.ros.sync import stamp_to_ns
 
@@ -107,6 +107,8 @@ PARAMETERS: List[ParamSpec] = [
               (1.0, 100000.0, 0.0), read_only=False),
 ]
 LIVE_PARAMETERS = tuple(p.name for p in PARAMETERS if not p.read_only)
+_OUTPUT_OPTION_NAMES = ("min_disparity", "max_depth", "use_color", "publish_depth",
+                        "publish_confidence")
 _SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 
 
@@ -173,8 +175,8 @@ class StereoNode(Node):
         input_size = getattr(self.backend, "input_size", None)
         if input_size is None and p["input_width"] > 0 and p["input_height"] > 0:
             input_size = (p["input_height"], p["input_width"])
-        self._pre = StereoPreprocessor(self.backend.size_divisor, input_size,
-                                       p["max_width"] or None)
+        self._pipeline = StereoPipeline(self.backend, StereoPreprocessor(
+            self.backend.size_divisor, input_size, p["max_width"] or None))
         self.diagnostics = StereoDiagnostics(p["latency_budget_ms"])
         model = getattr(self.backend, "model_name", type(self.backend).__name__)
         for key, value in (("backend", self.backend.name), ("device", self.backend.device),
@@ -326,19 +328,17 @@ class StereoNode(Node):
         self.get_logger().error(f"{kind}: {text}", throttle_duration_sec=2.0)
 
     # ---------------------------------------------------------------- processing
-    def _camera_for(self, left: Image, width: int, height: int) -> StereoCamera:
+    def _camera_for(self, left: Image) -> StereoCamera:
+        """The cameras of the pair (camera_info at the left stamp, else the latest)."""
         stamp = stamp_to_ns(left.header.stamp)
         infos = {side: self._camera_info(side, stamp) for side in ("left", "right")}
         for side, info in infos.items():
             if info is None:
                 raise _BadInput(f"no camera_info received on {side}/camera_info")
         try:
-            camera = StereoCamera.from_camera_info(infos["left"], infos["right"])
+            return StereoCamera.from_camera_info(infos["left"], infos["right"])
         except ValueError as exc:
             raise _BadInput(str(exc)) from exc
-        if (camera.width, camera.height) != (width, height):
-            camera = camera.scaled(width, height)
-        return camera
 
     def _process(self, left_msg: Image, right_msg: Image, t_in: float) -> None:
         t0 = time.perf_counter()
@@ -350,24 +350,20 @@ class StereoNode(Node):
         if left.shape != right.shape:
             raise _BadInput(f"left/right size mismatch: left is {left.shape[1]}x{left.shape[0]}, "
                             f"right is {right.shape[1]}x{right.shape[0]}")
-        h, w = left.shape[:2]
-        camera = self._camera_for(left_msg, w, h)
+        camera = self._camera_for(left_msg)
         t1 = time.perf_counter()
-        net_left, net_right, frame = self._pre.prepare(left, right)
+        try:
+            result = self._pipeline.run(left, right, camera)
+        except ValueError as exc:  # images or camera unusable (named in the message)
+            raise _BadInput(str(exc)) from exc
+        frame = result.frame
         if frame.net_width != self._net_width or frame.net_height != self._net_height:
             self._net_height, self._net_width = frame.net_height, frame.net_width
             self.diagnostics.set_value("network_input", f"{frame.net_height}x{frame.net_width}")
-        result = self.backend.infer(net_left, net_right)
-        disparity = frame.restore(result.disparity)
-        confidence = None
-        if result.confidence is not None:
-            confidence = frame.restore(result.confidence, scale_values=False)
         t2 = time.perf_counter()
         with self._live_lock:
-            live = dict(self._live)
-        msgs = self._build_outputs(left_msg.header, left, disparity, confidence, camera, live,
-                                   *conv.disparity_output_range(self.backend.max_disparity,
-                                                                frame.scale))
+            options = OutputOptions(**{k: self._live[k] for k in _OUTPUT_OPTION_NAMES})
+        msgs = output_messages(result, left_msg.header, left, options, self._wanted)
         t3 = time.perf_counter()
         for topic, msg in msgs.items():
             self._pubs[topic].publish(msg)
@@ -380,44 +376,6 @@ class StereoNode(Node):
 
     def _wanted(self, topic: str) -> bool:
         return self._pubs[topic].get_subscription_count() > 0
-
-    def _build_outputs(self, header: Any, left_rgb: np.ndarray, disparity: np.ndarray,
-                       confidence: Optional[np.ndarray], camera: StereoCamera,
-                       live: Dict[str, Any], max_disparity: float,
-                       delta_d: float) -> Dict[str, Any]:
-        min_d = float(live["min_disparity"])
-        msgs: Dict[str, Any] = {}
-        if self._wanted("disparity"):
-            # as stereo_image_proc, the message holds d + doffs (doffs = cx_right - cx_left, 0
-            # for standard rectification) so that Z = f * T / value matches points2 and depth
-            off = float(camera.doffs)
-            msgs["disparity"] = conv.build_disparity_image(
-                disparity + np.float32(off) if off else disparity, header, f=camera.fx,
-                t=camera.baseline, min_disparity=min_d + off, max_disparity=max_disparity + off,
-                delta_d=delta_d)
-        if self._wanted("disparity/image"):
-            shown = np.where(disparity >= min_d, disparity, np.float32(np.nan)).astype(np.float32)
-            msgs["disparity/image"] = conv.numpy_to_image_msg(shown, "32FC1", header)
-        if self._wanted("disparity/color"):
-            color = colorize_disparity(disparity, max_disparity, min_disp=min_d)
-            msgs["disparity/color"] = conv.numpy_to_image_msg(color, "bgr8", header)
-        want_depth = live["publish_depth"] and self._wanted("depth")
-        if want_depth or self._wanted("points2"):
-            depth = disparity_to_depth(disparity, camera, min_disparity=min_d,
-                                       max_depth=float(live["max_depth"]) or None)
-            if want_depth:
-                msgs["depth"] = conv.numpy_to_image_msg(depth, "32FC1", header)
-            if self._wanted("points2"):
-                colors = None
-                if live["use_color"]:
-                    colors = left_rgb if left_rgb.dtype == np.uint8 \
-                        else (left_rgb >> 8).astype(np.uint8)
-                msgs["points2"] = conv.build_pointcloud2(depth_to_points(depth, camera), header,
-                                                         colors)
-        if confidence is not None and live["publish_confidence"] and self._wanted("confidence"):
-            msgs["confidence"] = conv.numpy_to_image_msg(confidence.astype(np.float32), "32FC1",
-                                                         header)
-        return msgs
 
     # ---------------------------------------------------------------- diagnostics / shutdown
     def _fill_updater_status(self, stat: Any) -> Any:
@@ -446,10 +404,14 @@ class StereoNode(Node):
         self._diag_pub.publish(array)
 
     def destroy_node(self) -> None:
-        """Stop the inference worker, then destroy the node."""
-        self._slot.close()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+        """Stop the inference worker, then destroy the node (also a half-built one, whose
+        constructor failed before the worker existed: rclpy destroys it on collection)."""
+        slot = getattr(self, "_slot", None)
+        if slot is not None:
+            slot.close()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=5.0)
         super().destroy_node()
 
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from dtp_stereo.backends.torch_backend import TorchBackend
-from dtp_stereo.bag import (BASELINE_M, DEFAULT_TOPICS, bag_eval, bag_topics, image_to_numpy,
-                            play_bag, read_stereo_pairs, write_sample_bag)
+from dtp_stereo.bag import (DEFAULT_TOPICS, bag_eval, bag_topics, image_to_numpy, play_bag,
+                            read_stereo_pairs)
 from dtp_stereo.cli.main import main
 from dtp_stereo.data.synthetic import SyntheticStereo
 from dtp_stereo.models import build_model
+from dtp_stereo.tools.sample_bag import BASELINE_M, write_sample_bag
 from dtp_test_utils import tiny_dtpnet_config
 
 H, W, N = 32, 64, 3
@@ -241,3 +242,54 @@ def test_play_bag_restamp_keeps_frames_together(sample_bag, monkeypatch):
     assert [_stamp(m) for m in got["right"]] == left  # a pair keeps one (new) stamp
     assert [_stamp(m) for m in got["info"]] == left
     assert all(before <= s <= after for s in left) and not set(left) & set(recorded)
+
+
+def test_camera_info_recorded_after_the_images(tmp_path):
+    """The usual driver order: every frame still gets its own calibration, the outputs the left
+    image's frame_id, and every frame its point cloud (issue 12)."""
+    from rosbags.highlevel import AnyReader
+
+    path = str(tmp_path / "late_info")
+    write_sample_bag(path, n_frames=N, height=H, width=W, seed=5, max_disparity=16,
+                     info_last=True)
+    frames = _read_all(path)
+    assert len(frames) == N
+    for fr in frames:
+        assert _stamp(fr.left_info) == _stamp(fr.right_info) == fr.stamp_ns
+        assert fr.frame_id == "stereo_left_optical_frame"
+    torch.manual_seed(0)
+    backend = TorchBackend(build_model("dtpnet", **TINY))
+    out = str(tmp_path / "out")
+    report = bag_eval(path, backend, left_info_topic=T["left_info"],
+                      right_info_topic=T["right_info"], output_bag=out)
+    assert report["frames"] == N and report["frames_without_camera"] == 0
+    with AnyReader([Path(out)]) as reader:
+        msgs = [(c.topic, reader.deserialize(raw, c.msgtype)) for c, _, raw in reader.messages()]
+    disp = [m for t, m in msgs if t == "/disparity"]
+    assert len(disp) == len([m for t, m in msgs if t == "/points2"]) == N
+    assert all(d.f == pytest.approx(0.8 * W) and d.t == pytest.approx(BASELINE_M) for d in disp)
+    assert {m.header.frame_id for _, m in msgs} == {"stereo_left_optical_frame"}
+
+
+def test_frames_before_the_first_camera_info_are_counted(tmp_path):
+    """Info topics that start late: a frame waits for its camera_info until the next frame's
+    images are complete, then takes the latest one seen; before any, it has none (no cloud)."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import Writer
+
+    src = str(tmp_path / "src")
+    write_sample_bag(src, n_frames=N, height=H, width=W, seed=5, max_disparity=16)
+    path = str(tmp_path / "late_start")
+    with AnyReader([Path(src)]) as reader, Writer(path, version=Writer.VERSION_LATEST) as w:
+        conns = {c.topic: w.add_connection(c.topic, c.msgtype, typestore=reader.typestore)
+                 for c in reader.connections}
+        stamps = sorted({stamp for _, stamp, _ in reader.messages()})
+        for conn, stamp, raw in reader.messages():
+            if conn.topic.endswith("camera_info") and stamp < stamps[2]:
+                continue  # frames 0 and 1 have no camera_info
+            w.write(conns[conn.topic], stamp, raw)
+    backend = TorchBackend(build_model("dtpnet", **TINY))
+    report = bag_eval(path, backend, left_info_topic=T["left_info"],
+                      right_info_topic=T["right_info"])
+    # frame 1 is completed when frame 2's images are, after frame 2's camera_info
+    assert report["frames"] == N and report["frames_without_camera"] == 1

@@ -1,4 +1,4 @@
-"""Tests of the side-by-side benchmark (dtp_stereo.bench, dtp-stereo bench), conv-bound check."""
+"""Tests of the side-by-side benchmark (dtp_stereo.tools.bench, dtp-stereo bench), conv bound."""
 
 import importlib.util
 import json
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import dtp_stereo.models  # noqa: F401  (registers the architectures)
-from dtp_stereo.bench import (BenchJob, ModelSpec, build_spec_model, interleaved_ratio, measure,
-                              parse_model_spec, parse_size, run_benchmark, run_job)
+from dtp_stereo.tools.bench import (BenchJob, ModelSpec, build_spec_model, interleaved_ratio,
+                                    measure, parse_model_spec, parse_size, run_benchmark,
+                                    run_job)
 from dtp_stereo.checkpoint import save_checkpoint
 from dtp_stereo.cli.bench import format_markdown
 from dtp_stereo.cli.main import main as cli_main

@@ -67,7 +67,7 @@ def test_default_beats_raw_sgbm_on_the_real_aloe_pair(torch_one_thread):
     """Aloe (opencv-doc, evaluation only) at x0.25: the default's EPE is below SGBM's as OpenCV
     returns it over the same 192-px range (docs/results.md, "Real scenes")."""
     from dtp_stereo.cli.evaluate import sgbm_predictor
-    from dtp_stereo.cli.infer import Predictor
+    from dtp_stereo.pipeline import StereoPipeline
     from dtp_stereo.data.real_pairs import load_aloe, scale_pair
 
     try:
@@ -75,7 +75,7 @@ def test_default_beats_raw_sgbm_on_the_real_aloe_pair(torch_one_thread):
     except FileNotFoundError:
         pytest.skip("opencv-doc (the Aloe pair) is not installed")
     valid = valid_mask(gt, 192)
-    student = Predictor(default_model_path(), threads=1)(left, right)
+    student = StereoPipeline.from_checkpoint(default_model_path(), threads=1)(left, right)
     sgbm = sgbm_predictor(192, fill=False)(left, right)
     epe_student = stereo_metrics(student, gt, valid)["epe"]
     epe_sgbm = stereo_metrics(sgbm, gt, valid)["epe"]

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dtp_stereo.cli.args import parse_size
+from dtp_stereo.preprocess import parse_size
 from dtp_stereo.timing import time_calls
 
 __all__ = ["SyntheticCalibrationReader", "onnx_input_size", "quantize_int8", "convert_fp16",

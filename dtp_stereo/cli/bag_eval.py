@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
+    parser.add_argument("--max-width", type=int, default=None,
+                        help="downscale wider images to this width px (the node's max_width)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     parser.add_argument("--output-bag", type=Path, default=None,
                         help="write /disparity and /points2 to this new bag")
@@ -64,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
         backend = create_backend(args.backend, None if checkpoint is None else str(checkpoint),
                                  onnx=None if args.onnx is None else str(args.onnx),
                                  device=args.device, fp16=args.fp16, threads=args.threads)
-        report = bag_eval(str(args.bag), backend, left_topic=args.left, right_topic=args.right,
-                          gt_topic=args.gt, left_info_topic=left_info,
+        from dtp_stereo.preprocess import StereoPreprocessor
+
+        prep = StereoPreprocessor(backend.size_divisor, backend.input_size, args.max_width)
+        report = bag_eval(str(args.bag), backend, preprocessor=prep, left_topic=args.left,
+                          right_topic=args.right, gt_topic=args.gt, left_info_topic=left_info,
                           right_info_topic=right_info,
                           output_bag=None if args.output_bag is None else str(args.output_bag),
                           output_storage=args.output_storage, max_frames=args.max_frames)
@@ -81,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         m = report["metrics"]
         print(f"EPE {_fmt(m['epe'])} px  D1 {_fmt(m['d1'])} %  bad-1 {_fmt(m['bad_1'])} %  "
               f"bad-3 {_fmt(m['bad_3'])} %  ({m['n_images']} images)")
+    if report["frames_without_camera"]:
+        print(f"warning: {report['frames_without_camera']} frame(s) had no camera_info on "
+              f"{left_info} / {right_info} yet: no /points2 for them", file=sys.stderr)
     if report["output_bag"]:
         print(f"wrote {report['output_bag']}")
     if args.json is not None:

@@ -103,7 +103,7 @@ def format_markdown(report: Dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; print the table; write JSON/markdown when asked. Returns 0, or 2 on
     bad arguments."""
-    from dtp_stereo.bench import parse_model_spec, parse_size, run_benchmark
+    from dtp_stereo.tools.bench import parse_model_spec, parse_size, run_benchmark
 
     try:
         specs = [parse_model_spec(s) for s in args.models.split(",") if s.strip()]

@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from dtp_stereo.cli.infer import CliError, Predictor, add_model_arguments, fail, resolve_checkpoint
+from dtp_stereo.cli.infer import (CliError, add_model_arguments, fail, load_pipeline,
+                                  resolve_checkpoint)
 from dtp_stereo.metrics import METRIC_NAMES, MODES, MetricAccumulator, valid_mask
 from dtp_stereo.timing import LatencyStats, timer
 
@@ -304,20 +305,20 @@ def run(args: argparse.Namespace) -> int:
             method, checkpoint, device = "opencv_sgbm", None, "cpu"
         else:
             checkpoint = resolve_checkpoint(args.checkpoint)
-            predictor = Predictor(checkpoint, args.device, args.max_width, args.threads)
+            predictor = load_pipeline(checkpoint, args.device, args.max_width, args.threads)
             max_disp = args.max_disparity or predictor.max_disparity
             predict, device = predictor, args.device
-            method = f"{predictor.checkpoint.model_name} ({Path(checkpoint).name})"
+            method = f"{predictor.backend.model_name} ({Path(checkpoint).name})"
         report = evaluate(predict, refs, max_disp, mode=args.mode, noc=args.noc,
                           warmup=args.warmup, device=device, scale=args.scale, keep=keep)
         columns.append((args.label if not args.sgbm else "sgbm filled",
                         report.pop("predictions", [])))
         for label, path in also:
-            other = Predictor(path, args.device, args.max_width, args.threads)
+            other = load_pipeline(path, args.device, args.max_width, args.threads)
             rep = evaluate(other, refs, max_disp, mode=args.mode, noc=args.noc,
                            warmup=args.warmup, device=args.device, scale=args.scale, keep=keep)
             columns.append((label, rep.pop("predictions", [])))
-            comparison[label] = {"method": f"{other.checkpoint.model_name} ({path.name})",
+            comparison[label] = {"method": f"{other.backend.model_name} ({path.name})",
                                  "checkpoint": str(path),
                                  "model_max_disparity": other.max_disparity, **rep}
         if args.with_sgbm and not args.sgbm:

@@ -8,12 +8,15 @@ Outputs in ``--output-dir`` (named after the left image's stem):
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from dtp_stereo.timing import LatencyStats, timer
+
+if TYPE_CHECKING:
+    from dtp_stereo.pipeline import StereoPipeline
 
 PROG = "dtp-stereo infer"
 
@@ -50,33 +53,13 @@ def resolve_checkpoint(path: Optional[Path]) -> Path:
     return resolve_model(path)
 
 
-class Predictor:
-    """Checkpoint + preprocessing: uint8 RGB pair in, disparity at the input resolution out.
+def load_pipeline(checkpoint: Path, device: str = "cpu", max_width: Optional[int] = None,
+                  threads: Optional[int] = None) -> "StereoPipeline":
+    """The torch pipeline the ``infer`` and ``eval`` commands run (``--checkpoint`` etc.)."""
+    from dtp_stereo.pipeline import StereoPipeline
 
-    Args:
-        checkpoint: dtp_stereo checkpoint file.
-        device: ``"cpu"`` or ``"cuda"``.
-        max_width: optional width cap (pixels) for the network input.
-        threads: CPU threads for torch, or ``None``.
-    """
-
-    def __init__(self, checkpoint: Path, device: str = "cpu", max_width: Optional[int] = None,
-                 threads: Optional[int] = None) -> None:
-        from dtp_stereo.backends.torch_backend import TorchBackend
-        from dtp_stereo.checkpoint import load_model
-        from dtp_stereo.preprocess import StereoPreprocessor
-
-        model, self.checkpoint = load_model(checkpoint, device="cpu")
-        self.backend = TorchBackend(model, device=device, threads=threads)
-        self.device = device
-        self.max_disparity = int(self.checkpoint.max_disparity)
-        self.preprocessor = StereoPreprocessor(self.backend.size_divisor, max_width=max_width)
-
-    def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Disparity (H×W float32, pixels of the input) of an H×W×3 uint8 RGB pair."""
-        left_n, right_n, frame = self.preprocessor.prepare(left, right)
-        result = self.backend.infer(left_n, right_n)
-        return frame.restore(result.disparity)
+    return StereoPipeline.from_checkpoint(checkpoint, backend="torch", device=device,
+                                          threads=threads, max_width=max_width)
 
 
 def read_pair(left_path: Path, right_path: Path) -> Tuple[np.ndarray, np.ndarray]:
@@ -134,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         left, right = read_pair(args.left, args.right)
-        predictor = Predictor(resolve_checkpoint(args.checkpoint), args.device, args.max_width,
-                              args.threads)
+        predictor = load_pipeline(resolve_checkpoint(args.checkpoint), args.device,
+                                  args.max_width, args.threads)
         stats = LatencyStats()
         with timer(args.device, stats):
             disparity = predictor(left, right)
@@ -146,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         return fail(PROG, f"{type(exc).__name__}: {exc}")
     h, w = disparity.shape
-    print(f"{predictor.checkpoint.model_name} on {args.device}: {w}x{h} pair in "
+    print(f"{predictor.backend.model_name} on {args.device}: {w}x{h} pair in "
           f"{stats.mean:.1f} ms (first call, includes warm-up)")
     print(f"disparity range {np.nanmin(disparity):.2f}..{np.nanmax(disparity):.2f} px")
     for path in paths.values():

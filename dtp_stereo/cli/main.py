@@ -29,7 +29,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "make-sample-bag": ("dtp_stereo.cli.make_sample_bag",
                         "write a synthetic stereo rosbag2 with ground truth"),
     "bench": ("dtp_stereo.cli.bench", "benchmark models and backends side by side"),
-    "demo": ("dtp_stereo.cli.demo",
+    "demo": ("dtp_stereo.tools.demo",
              "the main job: shipped student through the real node on the sample bag"),
 }
 

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the bag and print its topics."""
-    from dtp_stereo.bag import DEFAULT_TOPICS, write_sample_bag
+    from dtp_stereo.bag import DEFAULT_TOPICS
+    from dtp_stereo.tools.sample_bag import write_sample_bag
 
     h, w = args.size
     try:

@@ -2,7 +2,8 @@
 
 Each configuration (model × input size × backend) is measured in a fresh Python subprocess, so
 its peak resident memory (``VmHWM`` from ``/proc/self/status``) is its own and one run cannot warm
-or fragment the next. The worker is this module run as ``python -m dtp_stereo.bench --worker``.
+or fragment the next. The worker is this module run as
+``python -m dtp_stereo.tools.bench --worker``.
 
 Latency is the wall time of one ``StereoBackend.infer`` call (numpy pair in, numpy disparity
 out, so host/device copies count), after warm-up, under ``torch.inference_mode`` for torch and
@@ -25,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dtp_stereo.cli.args import parse_size
+from dtp_stereo.preprocess import parse_size
 
 __all__ = ["MODEL_ALIASES", "BACKENDS", "MACS_COUNTER", "ModelSpec", "BenchJob",
            "parse_model_spec", "parse_size", "measure", "run_job", "run_benchmark", "add_ratios",
@@ -328,7 +329,7 @@ def _run_worker(task: Dict[str, Any], timeout_s: float) -> Dict[str, Any]:
         env = dict(os.environ)
         threads = str(task.get("threads", 2))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        cmd = [sys.executable, "-m", "dtp_stereo.bench", "--worker", task_path, result_path]
+        cmd = [sys.executable, "-m", "dtp_stereo.tools.bench", "--worker", task_path, result_path]
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                   timeout=timeout_s, check=False)
@@ -585,9 +586,9 @@ def _export(spec: ModelSpec, height: int, width: int, out_dir: str, isolate: boo
 
 
 def _worker_main(argv: List[str]) -> int:
-    """``python -m dtp_stereo.bench --worker TASK.json RESULT.json``."""
+    """``python -m dtp_stereo.tools.bench --worker TASK.json RESULT.json``."""
     if len(argv) != 3 or argv[0] != "--worker":
-        print("usage: python -m dtp_stereo.bench --worker TASK.json RESULT.json",
+        print("usage: python -m dtp_stereo.tools.bench --worker TASK.json RESULT.json",
               file=sys.stderr)
         return 2
     with open(argv[1], encoding="utf-8") as fh:

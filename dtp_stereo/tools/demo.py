@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from dtp_stereo.cli.args import parse_size
+from dtp_stereo.preprocess import parse_size
 
 PROG = "dtp-stereo demo"
 
@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from dtp_stereo.bag import DEFAULT_TOPICS, play_bag, write_sample_bag
+    from dtp_stereo.bag import DEFAULT_TOPICS, play_bag
+    from dtp_stereo.tools.sample_bag import write_sample_bag
     from dtp_stereo.metrics import MetricAccumulator, valid_mask
     from dtp_stereo.node import StereoNode
     from dtp_stereo.ros.conversions import disparity_image_to_numpy
