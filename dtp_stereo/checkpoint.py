@@ -20,7 +20,6 @@ import pickle
 import random
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 from torch import nn
+
+from dtp_stereo.files import atomic_path
 
 FORMAT = "dtp_stereo.checkpoint"
 FORMAT_VERSION = 1
@@ -240,22 +241,11 @@ def save_checkpoint(path: PathLike, model: nn.Module, *, model_name: Optional[st
     path = Path(path)
     obj = checkpoint_dict(model, model_name=model_name, provenance=provenance,
                           training_state=training_state)
-    tmp_name = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False) as handle:
-            tmp_name = handle.name
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path}: cannot write: {exc}") from exc
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return path
 
 

@@ -12,6 +12,8 @@ from typing import List
 import torch
 from torch import Tensor, nn
 
+from dtp_stereo.models.modes import eval_mode
+
 __all__ = ["count_macs", "count_parameters", "module_macs"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -62,16 +64,13 @@ def count_macs(model: nn.Module, height: int, width: int, batch: int = 1) -> int
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, _CONV + _CONVT + (nn.Linear,))]
-    was_training = model.training
     try:
-        model.eval()
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         x = torch.zeros(batch, 3, height, width, device=device)
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x, x.clone())
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return total[0]

@@ -11,8 +11,6 @@ exporter (onnxscript) is the fallback only if the legacy path raises ImportError
 """
 
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -22,6 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from dtp_stereo.backends.base import INPUT_NAMES, OUTPUT_NAMES
+from dtp_stereo.files import atomic_path
+from dtp_stereo.models.modes import eval_mode
+from dtp_stereo.onnx_metadata import OnnxMetadata, write_onnx_metadata
 
 __all__ = ["StereoOnnxWrapper", "export_onnx", "check_onnx_against_torch", "ensure_onnx",
            "EXPORT_REVISION"]
@@ -62,37 +63,9 @@ def _example_inputs(height: int, width: int, seed: int = 0) -> Tuple[Tensor, Ten
     return left.contiguous(), right.contiguous()
 
 
-def export_onnx(model: nn.Module, path: str, height: int, width: int, dynamic: bool = False,
-                opset: int = 17) -> str:
-    """Export ``model`` to an ONNX file.
-
-    Args:
-        model: a dtp_stereo model (``max_disparity``, ``size_divisor`` attributes); it is
-            exported on CPU in eval mode (its device and mode are restored afterwards).
-        path: output ``.onnx`` file (parent directories are created).
-        height, width: example input size in pixels, multiples of ``model.size_divisor``;
-            the graph's fixed size when ``dynamic`` is False.
-        dynamic: make batch, height and width dynamic axes.
-        opset: ONNX opset version.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ValueError: height/width not multiples of ``model.size_divisor``.
-        onnx.checker.ValidationError: the written graph is invalid.
-    """
-    import onnx
-
-    divisor = int(getattr(model, "size_divisor", 1))
-    if height <= 0 or width <= 0 or height % divisor or width % divisor:
-        raise ValueError(f"export_onnx: size {height}x{width} must be positive multiples of "
-                         f"the model's size_divisor {divisor}")
-    param = next(model.parameters(), None)
-    orig_device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model = model.to("cpu").eval()
-    wrapper = StereoOnnxWrapper(model).eval()
+def _export_graph(wrapper: nn.Module, path: str, height: int, width: int, dynamic: bool,
+                  opset: int, divisor: int) -> None:
+    """torch.onnx.export of ``wrapper`` (legacy exporter, dynamo as the fallback) to ``path``."""
     example = _example_inputs(height, width)
     dynamic_axes = None
     if dynamic:
@@ -122,17 +95,42 @@ def export_onnx(model: nn.Module, path: str, height: int, width: int, dynamic: b
                                      output_names=list(OUTPUT_NAMES), opset_version=opset,
                                      dynamic_shapes=dyn_shapes, dynamo=True)
         prog.save(path)
-    finally:
-        model.to(orig_device).train(was_training)
+
+
+def export_onnx(model: nn.Module, path: str, height: int, width: int, dynamic: bool = False,
+                opset: int = 17) -> str:
+    """Export ``model`` to an ONNX file.
+
+    Args:
+        model: a dtp_stereo model (``max_disparity``, ``size_divisor`` attributes); it is
+            exported on CPU in eval mode (its device and mode are restored afterwards).
+        path: output ``.onnx`` file (parent directories are created).
+        height, width: example input size in pixels, multiples of ``model.size_divisor``;
+            the graph's fixed size when ``dynamic`` is False.
+        dynamic: make batch, height and width dynamic axes.
+        opset: ONNX opset version.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: height/width not multiples of ``model.size_divisor``.
+        onnx.checker.ValidationError: the written graph is invalid.
+    """
+    import onnx
+
+    divisor = int(getattr(model, "size_divisor", 1))
+    if height <= 0 or width <= 0 or height % divisor or width % divisor:
+        raise ValueError(f"export_onnx: size {height}x{width} must be positive multiples of "
+                         f"the model's size_divisor {divisor}")
+    with eval_mode(model, "cpu"):
+        _export_graph(StereoOnnxWrapper(model).eval(), path, height, width, dynamic, opset,
+                      divisor)
     proto = onnx.load(path)
-    meta = {"max_disparity": str(int(getattr(model, "max_disparity", 192))),
-            "size_divisor": str(divisor),
-            "model_name": str(getattr(model, "model_name", type(model).__name__))}
-    if not dynamic:
-        meta["input_size"] = f"{height}x{width}"
-    for key, value in meta.items():
-        prop = proto.metadata_props.add()
-        prop.key, prop.value = f"dtp_stereo.{key}", value
+    write_onnx_metadata(proto, OnnxMetadata(
+        model_name=str(getattr(model, "model_name", type(model).__name__)),
+        max_disparity=int(getattr(model, "max_disparity", 192)), size_divisor=divisor,
+        input_size=None if dynamic else (height, width)))
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
     return path
@@ -151,15 +149,8 @@ def check_onnx_against_torch(model: nn.Module, onnx_path: str, height: int, widt
     import onnxruntime as ort
 
     left, right = _example_inputs(height, width, seed=seed + 1)
-    param = next(model.parameters(), None)
-    orig_device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model = model.to("cpu").eval()
-    try:
-        with torch.inference_mode():
-            ref = model(left, right).disparity.numpy()
-    finally:
-        model.to(orig_device).train(was_training)
+    with eval_mode(model, "cpu"), torch.inference_mode():
+        ref = model(left, right).disparity.numpy()
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     got = sess.run(["disparity"], {"left": left.numpy(), "right": right.numpy()})[0]
     if got.shape != ref.shape:
@@ -199,13 +190,6 @@ def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
         h, w = d * max(1, 64 // d), d * max(1, 128 // d)
     else:
         h, w = input_size
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".onnx")
-    os.close(fd)
-    try:
-        export_onnx(model, tmp, h, w, dynamic=input_size is None)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(out) as tmp:
+        export_onnx(model, str(tmp), h, w, dynamic=input_size is None)
     return str(out)

@@ -91,3 +91,20 @@ def test_export_cli(model, tmp_path, capsys):
                  "--tolerance", "-1"]) == 1
     assert "exceeds tolerance" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.pt"), "--output", str(out)]) == 2
+
+
+def test_onnx_metadata_round_trip_and_clear_errors():
+    """One reader/writer of the dtp_stereo.* properties (dtp_stereo.onnx_metadata)."""
+    from dtp_stereo.onnx_metadata import OnnxMetadata, OnnxMetadataError
+
+    meta = OnnxMetadata(model_name="dtpnet", max_disparity=192, size_divisor=16,
+                        input_size=(480, 640))
+    props = meta.to_props()
+    assert props == {"dtp_stereo.model_name": "dtpnet", "dtp_stereo.max_disparity": "192",
+                     "dtp_stereo.size_divisor": "16", "dtp_stereo.input_size": "480x640"}
+    assert OnnxMetadata.from_props({**props, "other.key": "x"}) == meta
+    assert OnnxMetadata.from_props({}) == OnnxMetadata()
+    with pytest.raises(OnnxMetadataError, match=r"f\.onnx: metadata dtp_stereo\.input_size"):
+        OnnxMetadata.from_props({"dtp_stereo.input_size": "480"}, "f.onnx")
+    with pytest.raises(OnnxMetadataError, match="max_disparity = 'abc' is not a positive"):
+        OnnxMetadata.from_props({"dtp_stereo.max_disparity": "abc"}, "f.onnx")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dtp_stereo.models.modes import eval_mode
 from dtp_stereo.models.output import StereoOutput
 from training import losses
 from training.config import DistillCfg, PointCfg
@@ -152,14 +153,8 @@ class Distiller(nn.Module):
 
     @torch.no_grad()
     def _build_adapters(self, left: Tensor, right: Tensor) -> None:
-        s_mode, t_mode = self.student.training, self.teacher.training
-        self.student.eval()
-        self.teacher.eval()
-        try:
+        with eval_mode(self.student), eval_mode(self.teacher):
             s_out, t_out = self.student(left, right), self.teacher(left, right)
-        finally:
-            self.student.train(s_mode)
-            self.teacher.train(t_mode)
         for p in self.cfg.points:
             if not self._wants_adapter(p):
                 continue

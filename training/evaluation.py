@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from dtp_stereo.baselines import fill_invalid_background, sgbm_disparity
 from dtp_stereo.complexity import count_macs, count_parameters
 from dtp_stereo.metrics import MetricAccumulator, valid_mask
+from dtp_stereo.models.modes import eval_mode
 from dtp_stereo.preprocess import InputPadder
 from dtp_stereo.timing import time_calls
 
@@ -54,13 +55,11 @@ def evaluate_model(model: nn.Module, dataset: Dataset, max_samples: int = 0,
         device: torch device.
         max_disparity: D of the valid mask (default ``model.max_disparity``).
     """
-    was_training = model.training
-    model.eval()
     d_max = int(max_disparity or model.max_disparity)
     divisor = int(getattr(model, "size_divisor", 1))
     acc = MetricAccumulator()
     n = len(dataset) if max_samples <= 0 else min(max_samples, len(dataset))
-    try:
+    with eval_mode(model):
         for i in range(n):
             s = _sample(dataset, i)
             h, w = s["left"].shape[-2:]
@@ -70,8 +69,6 @@ def evaluate_model(model: nn.Module, dataset: Dataset, max_samples: int = 0,
             pred = padder.unpad(model(left, right).disparity)[0].cpu().numpy()
             gt = s["disparity"].numpy()
             acc.update(pred, gt, valid_mask(gt, d_max, s["valid"].numpy()))
-    finally:
-        model.train(was_training)
     return _report(acc)
 
 
@@ -109,13 +106,9 @@ def evaluate_sgbm(dataset: Dataset, max_disparity: int, max_samples: int = 0) ->
 def latency_ms(model: nn.Module, height: int, width: int, runs: int = 3,
                device: str = "cpu") -> float:
     """Median wall time (ms) of one batch-1 forward at height×width after one warm-up."""
-    was_training = model.training
-    model.eval()
     x = torch.rand(1, 3, height, width, device=device)
-    try:
+    with eval_mode(model):
         stats = time_calls(lambda: model(x, x), repeats=max(runs, 1), warmup=1, device=device)
-    finally:
-        model.train(was_training)
     return stats.p50
 
 

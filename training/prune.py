@@ -23,7 +23,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from dtp_stereo.complexity import count_macs, count_parameters
-from dtp_stereo.models import build_model
+from dtp_stereo.models import build_model, eval_mode
 from training.config import PruneCfg
 
 _LOG = logging.getLogger(__name__)
@@ -197,13 +197,10 @@ def rebuild_plain(model: nn.Module, example: Example, model_name: Optional[str] 
         raise TypeError(f"{type(model).__name__} has no model_name; pass model_name=")
     fresh = build_model(name, **dataclasses.asdict(config))
     fresh.load_state_dict(model.state_dict(), strict=True)
-    was_training = model.training
-    model.eval()
     fresh.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         a = model(*example).disparity
         b = fresh(*example).disparity
-    model.train(was_training)
     return fresh, config, float((a - b).abs().max())
 
 
@@ -234,19 +231,16 @@ def prune_model(model: nn.Module, example: Example, cfg: PruneCfg,
     macs_before = count_macs(model, height, width)
     ratio, expected = search_channel_ratio(model, example, cfg)
     _LOG.info("pruning: channel ratio %.4f -> %.1f %% parameters removed", ratio, 100 * expected)
-    was_training = model.training
-    model.eval()
-    pruner = build_pruner(model, example, ratio, cfg)
+    with eval_mode(model):  # trace the dependency graph without BatchNorm updates
+        pruner = build_pruner(model, example, ratio, cfg)
     steps: List[Dict[str, float]] = []
     for step in range(cfg.iterative_steps):
-        model.eval()
-        pruner.step()
-        steps.append({"step": step + 1, "params": count_parameters(model),
-                      "macs": count_macs(model, height, width)})
-        if finetune is not None:
-            model.train(was_training)
+        with eval_mode(model):
+            pruner.step()
+            steps.append({"step": step + 1, "params": count_parameters(model),
+                          "macs": count_macs(model, height, width)})
+        if finetune is not None:  # in the caller's mode
             finetune(model, step)
-    model.train(was_training)
     for conv, width_before in heads:
         if conv.out_channels != width_before:
             raise RuntimeError(f"pruning changed a disparity-head conv ({width_before} -> "

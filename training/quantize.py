@@ -17,6 +17,7 @@ Both files keep the source's ``dtp_stereo.*`` metadata (plus ``dtp_stereo.precis
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dtp_stereo.onnx_metadata import OnnxMetadata, read_onnx_metadata, write_onnx_metadata
 from dtp_stereo.preprocess import parse_size
 from dtp_stereo.timing import time_calls
 
@@ -44,30 +46,14 @@ def onnx_input_size(onnx_path: str) -> Optional[Tuple[int, int]]:
             dims = inp.type.tensor_type.shape.dim
             if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
                 return int(dims[2].dim_value), int(dims[3].dim_value)
-    meta = {p.key: p.value for p in model.metadata_props}
-    if "dtp_stereo.input_size" in meta:
-        h, w = meta["dtp_stereo.input_size"].lower().split("x")
-        return int(h), int(w)
-    return None
+    return OnnxMetadata.from_props({p.key: p.value for p in model.metadata_props},
+                                   onnx_path).input_size
 
 
-def _metadata(onnx_path: str) -> Dict[str, str]:
+def _write_metadata(onnx_path: str, meta: OnnxMetadata) -> None:
     import onnx
 
-    model = onnx.load(onnx_path, load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def _write_metadata(onnx_path: str, meta: Dict[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(onnx_path)
-    existing = {p.key for p in model.metadata_props}
-    for key, value in meta.items():
-        if key not in existing:
-            prop = model.metadata_props.add()
-            prop.key, prop.value = key, value
-    onnx.save(model, onnx_path)
+    onnx.save(write_onnx_metadata(onnx.load(onnx_path), meta), onnx_path)
 
 
 def _synthetic_pairs(height: int, width: int, max_disparity: int, seed: int, split: str,
@@ -176,8 +162,8 @@ def quantize_int8(onnx_in: str, onnx_out: str, calib_samples: int = 16, *,
     size = input_size or onnx_input_size(onnx_in)
     if size is None:
         raise ValueError(f"quantize_int8: {onnx_in} has a dynamic input size; pass input_size")
-    meta = _metadata(onnx_in)
-    max_disp = int(meta.get("dtp_stereo.max_disparity", 192))
+    meta = read_onnx_metadata(onnx_in)
+    max_disp = int(meta.max_disparity or 192)
     reader = SyntheticCalibrationReader(size[0], size[1], calib_samples, max_disp, seed)
     os.makedirs(os.path.dirname(os.path.abspath(onnx_out)), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dtp_quant_") as tmp:
@@ -191,7 +177,7 @@ def quantize_int8(onnx_in: str, onnx_out: str, calib_samples: int = 16, *,
                         weight_type=QuantType.QInt8, calibrate_method=methods[calibrate_method],
                         extra_options={"ActivationSymmetric": False,
                                        "WeightSymmetric": True})
-    _write_metadata(onnx_out, {**meta, "dtp_stereo.precision": "int8"})
+    _write_metadata(onnx_out, dataclasses.replace(meta, precision="int8"))
     return onnx_out
 
 
@@ -209,7 +195,7 @@ def convert_fp16(onnx_in: str, onnx_out: str, keep_io_types: bool = True) -> str
     model = convert_float_to_float16(onnx.load(onnx_in), keep_io_types=keep_io_types)
     os.makedirs(os.path.dirname(os.path.abspath(onnx_out)), exist_ok=True)
     onnx.save(model, onnx_out)
-    _write_metadata(onnx_out, {**_metadata(onnx_in), "dtp_stereo.precision": "fp16"})
+    _write_metadata(onnx_out, dataclasses.replace(read_onnx_metadata(onnx_in), precision="fp16"))
     return onnx_out
 
 

@@ -100,13 +100,12 @@ def _onnx_fixed_size(onnx: Optional[str]) -> bool:
     """Whether ``onnx`` carries the ``dtp_stereo.input_size`` metadata of a fixed-shape export."""
     if onnx is None or not _has_module("onnx"):
         return False
-    import onnx as onnx_lib
+    from dtp_stereo.onnx_metadata import read_onnx_metadata
 
     try:
-        props = onnx_lib.load(onnx, load_external_data=False).metadata_props
+        return read_onnx_metadata(onnx).input_size is not None
     except (OSError, ValueError, RuntimeError):  # unreadable here: the backend will say why
         return False
-    return any(p.key == "dtp_stereo.input_size" for p in props)
 
 
 def _pick_auto(checkpoint: Optional[str], onnx: Optional[str],

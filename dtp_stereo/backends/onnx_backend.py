@@ -2,7 +2,7 @@
 
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -13,8 +13,9 @@ from dtp_stereo.backends.base import (
     check_pair,
     pair_to_nchw,
 )
+from dtp_stereo.onnx_metadata import session_metadata
 
-__all__ = ["OnnxRuntimeBackend", "read_onnx_metadata", "DEFAULT_MAX_DISPARITY",
+__all__ = ["OnnxRuntimeBackend", "DEFAULT_MAX_DISPARITY",
            "DEFAULT_SIZE_DIVISOR", "OPT_LEVELS"]
 
 _LOG = logging.getLogger(__name__)
@@ -36,13 +37,6 @@ def _import_ort():
                            "(pip install onnxruntime or onnxruntime-gpu); or use backend torch"
                            ) from exc
     return ort
-
-
-def read_onnx_metadata(session) -> Dict[str, str]:
-    """Return the ``dtp_stereo.*`` metadata of an ONNX Runtime session without the prefix."""
-    meta = session.get_modelmeta().custom_metadata_map
-    prefix = "dtp_stereo."
-    return {k[len(prefix):]: v for k, v in meta.items() if k.startswith(prefix)}
 
 
 def _fixed_hw(shape: List) -> Optional[Tuple[int, int]]:
@@ -121,12 +115,14 @@ class OnnxRuntimeBackend:
             raise BackendError(f"onnxruntime backend: {onnx_path!r} has no 'disparity' output; "
                                f"outputs are {outputs}")
         self._outputs = [n for n in ("disparity", "confidence") if n in outputs]
-        meta = read_onnx_metadata(self.session)
-        self.model_name = meta.get("model_name", "unknown")
-        self.max_disparity = int(max_disparity or meta.get("max_disparity",
-                                                           DEFAULT_MAX_DISPARITY))
-        self.size_divisor = int(size_divisor or meta.get("size_divisor", DEFAULT_SIZE_DIVISOR))
-        if "size_divisor" not in meta and size_divisor is None:
+        try:
+            meta = session_metadata(self.session, onnx_path)
+        except ValueError as exc:
+            raise BackendError(f"onnxruntime backend: {exc}") from exc
+        self.model_name = meta.model_name
+        self.max_disparity = int(max_disparity or meta.max_disparity or DEFAULT_MAX_DISPARITY)
+        self.size_divisor = int(size_divisor or meta.size_divisor or DEFAULT_SIZE_DIVISOR)
+        if meta.size_divisor is None and size_divisor is None:
             _LOG.warning("onnxruntime backend: %s has no dtp_stereo metadata; assuming "
                          "size_divisor=%d, max_disparity=%d", onnx_path, self.size_divisor,
                          self.max_disparity)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -23,6 +22,8 @@ from dtp_stereo.backends.base import (
     check_pair,
     pair_to_nchw,
 )
+from dtp_stereo.files import atomic_write_bytes
+from dtp_stereo.onnx_metadata import read_onnx_metadata
 
 __all__ = [
     "TensorRTBackend",
@@ -108,18 +109,6 @@ def engine_cache_path(cache_dir: Optional[str], key: str, stem: str = "model") -
     return root / f"{stem}_{key[:16]}.engine"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 class TensorRTBackend:
     """Run the exported ONNX graph as a TensorRT 10 engine on CUDA.
 
@@ -143,7 +132,6 @@ class TensorRTBackend:
                  max_disparity: Optional[int] = None, size_divisor: Optional[int] = None,
                  workspace_mb: int = 1024) -> None:
         trt = import_tensorrt()
-        import onnx
         import torch
 
         if not torch.cuda.is_available():
@@ -153,14 +141,14 @@ class TensorRTBackend:
             raise BackendError(f"tensorrt backend: ONNX file {onnx_path!r} does not exist")
         self._torch = torch
         self.device = "cuda"
-        meta = {p.key[len("dtp_stereo."):]: p.value
-                for p in onnx.load(onnx_path, load_external_data=False).metadata_props
-                if p.key.startswith("dtp_stereo.")}
-        self.model_name = meta.get("model_name", "unknown")
-        self.max_disparity = int(max_disparity or meta.get("max_disparity", 192))
-        self.size_divisor = int(size_divisor or meta.get("size_divisor", 32))
-        fixed = meta.get("input_size")
-        fixed_hw = tuple(int(v) for v in fixed.split("x")) if fixed else None
+        try:
+            meta = read_onnx_metadata(onnx_path)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"tensorrt backend: {exc}") from exc
+        self.model_name = meta.model_name
+        self.max_disparity = int(max_disparity or meta.max_disparity or 192)
+        self.size_divisor = int(size_divisor or meta.size_divisor or 32)
+        fixed_hw = meta.input_size
         if input_size is None:
             if fixed_hw is None:
                 raise BackendError(f"tensorrt backend: {onnx_path!r} has dynamic H/W; pass "
@@ -185,7 +173,7 @@ class TensorRTBackend:
                              self.engine_path)
         if engine is None:
             plan = self._build(trt, onnx_path, fp16, workspace_mb)
-            _atomic_write(self.engine_path, plan)
+            atomic_write_bytes(self.engine_path, plan)
             engine = runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 raise BackendError(f"tensorrt: cannot deserialize the engine built from "
