@@ -37,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(args.config)
-    ds = build_dataset(dict(cfg.data.train))
+    ds = build_dataset(cfg.data.train.spec())
     torch.manual_seed(0)
     ds[0]
     t0 = time.perf_counter()

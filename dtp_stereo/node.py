@@ -36,6 +36,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_de
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
+from dtp_stereo.backends import BackendOptions
 from dtp_stereo.pipeline import StereoPipeline
 from dtp_stereo.preprocess import StereoPreprocessor
 from dtp_stereo.ros import conversions as conv
@@ -45,7 +46,8 @@ from dtp_stereo.ros.outputs import OutputOptions, output_messages
 from dtp_stereo.ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, LatestSlot
 from dtp_stereo.ros.sync import stamp_to_ns
 
-__all__ = ["NODE_NAME", "PARAMETERS", "LIVE_PARAMETERS", "ParamSpec", "StereoNode", "main"]
+__all__ = ["NODE_NAME", "PARAMETERS", "LIVE_PARAMETERS", "ParamSpec", "StereoNode",
+           "backend_options", "main"]
 
 NODE_NAME = "dtp_stereo_node"
 
@@ -138,6 +140,17 @@ def _validate(name: str, value: Any) -> Optional[str]:
     if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
         return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
     return None
+
+
+def backend_options(p: Dict[str, Any]) -> BackendOptions:
+    """The :class:`~dtp_stereo.backends.BackendOptions` of the node's parameter values."""
+    size = (p["input_height"], p["input_width"]) if p["input_width"] and p["input_height"] \
+        else None
+    return BackendOptions(device=p["device"], fp16=p["fp16"], threads=p["threads"] or None,
+                          input_size=size, head=None if p["head"] == "checkpoint" else p["head"],
+                          engine_cache_dir=p["engine_cache_dir"] or None,
+                          channels_last=p["channels_last"], fuse_bn=p["fuse_bn"],
+                          compile=p["torch_compile"])
 
 
 class _BadInput(ValueError):
@@ -240,14 +253,8 @@ class StereoNode(Node):
 
             checkpoint = str(resolve_model(p["checkpoint"]))
         self._model_source = p["onnx_path"] or checkpoint
-        size = (p["input_height"], p["input_width"]) if p["input_width"] and p["input_height"] \
-            else None
         return create_backend(p["backend"], checkpoint, onnx=p["onnx_path"] or None,
-                              engine_cache_dir=p["engine_cache_dir"] or None, device=p["device"],
-                              fp16=p["fp16"], input_size=size, threads=p["threads"] or None,
-                              head=None if p["head"] == "checkpoint" else p["head"],
-                              channels_last=p["channels_last"], fuse_bn=p["fuse_bn"],
-                              compile=p["torch_compile"])
+                              options=backend_options(p))
 
     def _make_sync(self, p: Dict[str, Any], qos: QoSProfile) -> Any:
         topics = ("left/image_rect", "right/image_rect")

@@ -21,7 +21,7 @@ The two rules that the copies of this code once disagreed on live here and nowhe
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
@@ -95,19 +95,19 @@ class StereoPipeline:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Union[str, Path], *, backend: str = "torch",
-                        max_width: Optional[int] = None,
-                        input_size: Optional[Tuple[int, int]] = None,
-                        **backend_options: Any) -> "StereoPipeline":
+                        max_width: Optional[int] = None, options: Any = None,
+                        **overrides: Any) -> "StereoPipeline":
         """A pipeline on ``checkpoint`` through :func:`~dtp_stereo.backends.create_backend`.
 
-        ``max_width`` (pixels) caps the network input width (aspect kept); ``input_size``
-        (H, W) fixes it; ``backend_options`` go to ``create_backend`` (``device``,
-        ``threads``, ``head``, ...).
+        ``max_width`` (pixels) caps the network input width (aspect kept); ``options`` (a
+        :class:`~dtp_stereo.backends.BackendOptions`) and single-field ``overrides``
+        (``device``, ``threads``, ``input_size``, ...) say how the backend runs.
         """
         from dtp_stereo.backends import create_backend
 
-        net = create_backend(backend, str(checkpoint), input_size=input_size, **backend_options)
-        size = getattr(net, "input_size", None) or input_size
+        net = create_backend(backend, str(checkpoint), options=options, **overrides)
+        size = getattr(net, "input_size", None) or (options.input_size if options else None) \
+            or overrides.get("input_size")
         return cls(net, StereoPreprocessor(net.size_divisor, size, max_width))
 
     @property

@@ -256,3 +256,16 @@ def test_head_override_without_a_head_is_named(tmp_path, caplog, onnx_fixed):
     with caplog.at_level(logging.WARNING, logger="dtp_stereo.backends"):
         backend = create_backend("onnxruntime", onnx=onnx_fixed, head="fast", threads=1)
     assert backend.name == "onnxruntime" and "head 'fast' ignored" in caplog.text
+
+
+def test_backend_options_travel_as_one_object_and_name_bad_values():
+    from dtp_stereo.backends import BackendError, BackendOptions, create_backend
+
+    opts = BackendOptions(threads=1, input_size=[64, 128], head="fast")
+    assert opts.input_size == (64, 128)
+    for bad, word in (({"threads": 0}, "threads"), ({"device": "tpu"}, "device"),
+                      ({"input_size": (0, 64)}, "input_size"), ({"head": "slow"}, "head")):
+        with pytest.raises(BackendError, match=word):
+            BackendOptions(**bad)
+    with pytest.raises(BackendError, match="unexpected keyword"):
+        create_backend("torch", "x.pt", options=opts, colour="red")

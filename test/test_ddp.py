@@ -111,7 +111,8 @@ def test_torchrun_cli(tmp_path):
            "--config", str(ROOT / "configs" / "tiny.yaml"), "--stages", "distill",
            "--run-dir", str(tmp_path / "run"), "--quiet", "threads=1", "tensorboard=false",
            "distill.loss.supervision=gt", "distill.loss.points=[]", "distill.optim.steps=2",
-           "distill.optim.batch_size=1", "data.val=null",
+           "distill.optim.batch_size=1", "data.val=null", "data.test=null",
+           "data.train.max_disparity=16",
            f"student_model.config={STUDENT}".replace("(", "[").replace(")", "]")]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

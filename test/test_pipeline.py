@@ -111,9 +111,25 @@ def test_overrides_are_typed_and_nested():
 
 
 def test_shipped_configs_load():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    paths = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert len(paths) >= 8  # configs/ and configs/real/
+    for path in paths:
         cfg = load_config(path)
-        assert cfg.stages
+        assert cfg.stages and cfg.data.train.name
+
+
+def test_dataset_specs_are_typed_and_max_disparity_is_cross_checked():
+    """data.* are DatasetCfg (typed keys, errors naming the key and file) and every stated
+    max_disparity of a config agrees."""
+    cfg = load_config(TINY)
+    assert cfg.data.train.spec()["max_disparity"] == 48 and "root" not in cfg.data.train.spec()
+    with pytest.raises(ConfigError, match=r"tiny\.yaml.*data\.train\.heigth"):
+        load_config(TINY, ["data.train.heigth=64"])
+    with pytest.raises(ConfigError, match=r"data\.val\.size must be an integer"):
+        load_config(TINY, ["data.val.size=two"])
+    with pytest.raises(ConfigError, match=r"max_disparity differs.*data\.val\.max_disparity = 64"
+                       r".*student_model\.config\.max_disparity = 48"):
+        load_config(TINY, ["data.val.max_disparity=64"])
 
 
 def test_student_overrides_fine_tune_a_full_head_checkpoint_with_the_fast_head(tiny_run, tmp_path):

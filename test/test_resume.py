@@ -32,7 +32,7 @@ def _cfg(run_dir: Path, supervision: str):
         "data.train={name: synthetic, split: train, size: 6, height: 32, width: 64,"
         " max_disparity: 16, augment: true}",
         "data.val={name: synthetic, split: val, size: 1, height: 32, width: 64,"
-        " max_disparity: 16}",
+        " max_disparity: 16}", "data.test=null",
         "student_model.name=dtpnet", f"student_model.config={json.dumps(STUDENT)}",
         "distill.optim.steps=5", "distill.optim.batch_size=2", "distill.optim.scheduler=cosine",
         "distill.optim.warmup_steps=2", "distill.checkpoint_every=2", "distill.eval_every=2",

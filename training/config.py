@@ -22,18 +22,54 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class DatasetCfg:
+    """One dataset: the keys of ``training.data.datasets.build_dataset`` (see its docstring for
+    their meaning and defaults), typed. ``None`` = not set (the builder's default applies)."""
+
+    name: str  # reader name (SceneFlow, KITTI, ...) or generator (synthetic, photo_layers, ...)
+    root: Optional[str] = None  # dataset folder
+    split: Optional[str] = None  # train | val | test
+    size: Optional[int] = None  # number of samples (generators) / first N (real)
+    height: Optional[int] = None  # generated image height, pixels
+    width: Optional[int] = None  # generated image width, pixels
+    max_disparity: Optional[int] = None  # disparity range, pixels (cross-checked with models)
+    seed: Optional[int] = None  # generator base seed / hold-out seed
+    augment: Any = None  # None/false, true (defaults) or a dict of AugmentConfig fields
+    augment_seed: Optional[int] = None  # fixed augmentation stream
+    render_pass: Optional[str] = None  # SceneFlow cleanpass | finalpass
+    gt_root: Optional[str] = None  # ETH3D ground-truth folder
+    val_fraction: Optional[float] = None  # hold-out fraction of real training data
+    synthetic: Optional[Dict[str, Any]] = None  # extra generator keyword arguments
+    fresh: Optional[bool] = None  # generators: an unbounded stream of new scenes
+    textures: Optional[str] = None  # photo_layers / single_image: texture-bank folder
+    photo_prob: Optional[float] = None  # photo_layers: share of photo-textured surfaces
+
+    def spec(self) -> Dict[str, Any]:
+        """The ``build_dataset`` spec: the keys that are set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _dataset(value: Any) -> Optional[DatasetCfg]:
+    if value is None or isinstance(value, DatasetCfg):
+        return value
+    return from_dict(DatasetCfg, value, "<dataset spec>")
+
+
+@dataclass(frozen=True)
 class DataCfg:
-    """Datasets and batching.
+    """Datasets and batching (each dataset a :class:`DatasetCfg`)."""
 
-    The ``train``/``val``/``test`` specs go unchanged to ``training.data.datasets.build_dataset``.
-    """
-
-    train: Dict[str, Any] = field(default_factory=lambda: {"name": "synthetic", "split": "train"})
-    val: Optional[Dict[str, Any]] = None  # validation spec (best.pt selection); None: no val
-    test: Optional[Dict[str, Any]] = None  # test spec for the eval stage; None: use val
+    train: DatasetCfg = field(default_factory=lambda: DatasetCfg(name="synthetic",
+                                                                 split="train"))
+    val: Optional[DatasetCfg] = None  # validation spec (best.pt selection); None: no val
+    test: Optional[DatasetCfg] = None  # test spec for the eval stage; None: use val
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     val_samples: int = 8  # validation images per evaluation (first N of the split)
     test_samples: int = 16  # test images in the eval stage (first N of the split)
+
+    def __post_init__(self) -> None:  # plain dicts (built in code) become DatasetCfg
+        for name in ("train", "val", "test"):
+            object.__setattr__(self, name, _dataset(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -296,6 +332,21 @@ def validate(cfg: PipelineCfg, source: str = "<config>") -> None:
                           "from ground truth only)")
     if not 0.0 < cfg.prune.target_param_reduction < 1.0:
         raise ConfigError(f"{source}: prune.target_param_reduction must be in (0, 1)")
+    _check_max_disparity(cfg, source)
+
+
+def _check_max_disparity(cfg: PipelineCfg, source: str) -> None:
+    """Every dataset spec and the student config that state ``max_disparity`` state the same
+    one (a student of D planes trained or scored on another range is a silent mistake). The
+    teacher may differ: distillation aligns its disparity bins to the student's (align_logits)."""
+    stated = {f"data.{n}.max_disparity": getattr(cfg.data, n).max_disparity
+              for n in ("train", "val", "test") if getattr(cfg.data, n) is not None}
+    stated["student_model.config.max_disparity"] = cfg.student_model.config.get("max_disparity")
+    values = {k: int(v) for k, v in stated.items() if v is not None}
+    if len(set(values.values())) > 1:
+        listed = ", ".join(f"{k} = {v}" for k, v in values.items())
+        raise ConfigError(f"{source}: max_disparity differs across the config ({listed}); "
+                          "use one disparity range")
 
 
 def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
@@ -363,9 +414,13 @@ def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> Pipeli
 def to_dict(cfg: Any) -> Dict[str, Any]:
     """A JSON/YAML-able nested dict of a config dataclass (tuples become lists)."""
     def plain(v: Any) -> Any:
+        if isinstance(v, DatasetCfg):  # only the keys that are set, as written in YAML
+            return plain(v.spec())
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)

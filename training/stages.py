@@ -36,9 +36,9 @@ def stage_dir(cfg: PipelineCfg, stage: str) -> Path:
 def _datasets(cfg: PipelineCfg):
     from training.data.datasets import build_dataset
 
-    train = build_dataset(dict(cfg.data.train))
-    val = build_dataset(dict(cfg.data.val)) if cfg.data.val else None
-    test_spec = cfg.data.test or cfg.data.val or cfg.data.train
+    train = build_dataset(cfg.data.train.spec())
+    val = build_dataset(cfg.data.val.spec()) if cfg.data.val else None
+    test_spec = (cfg.data.test or cfg.data.val or cfg.data.train).spec()
     return train, val, test_spec
 
 
@@ -166,12 +166,12 @@ def stage_teacher(cfg: PipelineCfg, resume: bool = False,
     model = build_model(mc.name, **mc.config)
     distiller = Distiller(model, None, cfg.teacher.loss)
     return _train(cfg, "teacher", distiller, mc.name, cfg.teacher, train, val, resume,
-                  max_steps, {"data": cfg.data.train, "stage": "teacher"})
+                  max_steps, {"data": cfg.data.train.spec(), "stage": "teacher"})
 
 
 def _distiller_for(cfg: PipelineCfg, stage: StageCfg, student: nn.Module, train
                    ) -> Tuple[Distiller, Dict[str, Any]]:
-    prov: Dict[str, Any] = {"data": cfg.data.train}
+    prov: Dict[str, Any] = {"data": cfg.data.train.spec()}
     teacher = None
     if _needs_teacher(stage):
         path = teacher_checkpoint(cfg)
@@ -263,7 +263,7 @@ def stage_eval(cfg: PipelineCfg, resume: bool = False,
 
     del resume, max_steps
     _, _, test_spec = _datasets(cfg)
-    test = build_dataset(dict(test_spec))
+    test = build_dataset(test_spec)
     sample = test[0]
     h, w = (int(s) for s in torch.as_tensor(sample["left"]).shape[-2:])
     results: Dict[str, Any] = {"dataset": test_spec, "height": h, "width": w,

@@ -3,13 +3,16 @@
 Backend modules import their heavy dependency (onnxruntime, tensorrt) only when created.
 """
 
+import dataclasses
 import importlib.util
 import logging
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
 
 from dtp_stereo.backends.base import BackendError, InferenceResult, StereoBackend
 
-__all__ = ["BACKENDS", "BackendError", "InferenceResult", "StereoBackend", "create_backend"]
+__all__ = ["BACKENDS", "BackendError", "BackendOptions", "InferenceResult", "StereoBackend",
+           "create_backend"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -20,12 +23,56 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+@dataclass(frozen=True)
+class BackendOptions:
+    """How a backend runs: the one options object of :func:`create_backend`, the node's
+    parameters and the pipeline (:meth:`dtp_stereo.pipeline.StereoPipeline.from_checkpoint`).
+
+    Attributes:
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"`` for torch).
+        fp16: half precision (torch autocast on CUDA; TensorRT FP16 flag).
+        threads: CPU intra-op threads (torch, onnxruntime); ``None`` = library default.
+        input_size: fixed network input (H, W) in pixels (TensorRT engines, on-demand
+            exports); ``None`` for a dynamic graph where possible.
+        head: replace the checkpoint's DTPnet head (``"full"`` or ``"fast"``); ``None`` keeps
+            it. Applies to the checkpoint (torch, on-demand exports), not to a given ONNX file.
+        engine_cache_dir: directory for TensorRT engines and on-demand ONNX exports.
+        channels_last, fuse_bn, compile: torch backend options (see
+            :class:`dtp_stereo.backends.torch_backend.TorchBackend`).
+
+    Raises:
+        BackendError: an option out of its range (the message names it).
+    """
+
+    device: str = "cpu"
+    fp16: bool = False
+    threads: Optional[int] = None
+    input_size: Optional[Tuple[int, int]] = None
+    head: Optional[str] = None
+    engine_cache_dir: Optional[str] = None
+    channels_last: bool = False
+    fuse_bn: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.device == "cpu" or str(self.device).startswith("cuda")):
+            raise BackendError(f"backend option device must be cpu or cuda, got {self.device!r}")
+        if self.threads is not None and int(self.threads) <= 0:
+            raise BackendError(f"backend option threads must be positive or None, got "
+                               f"{self.threads}")
+        if self.input_size is not None:
+            size = tuple(int(v) for v in self.input_size)
+            if len(size) != 2 or min(size) <= 0:
+                raise BackendError(f"backend option input_size must be (H, W) > 0, got "
+                                   f"{self.input_size}")
+            object.__setattr__(self, "input_size", size)
+        if self.head not in (None, "full", "fast"):
+            raise BackendError(f"backend option head must be full, fast or None, got "
+                               f"{self.head!r}")
+
+
 def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optional[str] = None,
-                   engine_cache_dir: Optional[str] = None, device: str = "cpu",
-                   fp16: bool = False, input_size: Optional[Tuple[int, int]] = None,
-                   threads: Optional[int] = None, head: Optional[str] = None,
-                   channels_last: bool = False, fuse_bn: bool = True,
-                   compile: bool = False) -> StereoBackend:
+                   options: Optional[BackendOptions] = None, **overrides: Any) -> StereoBackend:
     """Create a backend by name.
 
     Args:
@@ -38,23 +85,21 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
         checkpoint: dtp_stereo checkpoint (needed by torch; exported to ONNX on demand for
             onnxruntime/tensorrt when ``onnx`` is not given).
         onnx: exported ONNX file (see :func:`dtp_stereo.export.export_onnx`).
-        engine_cache_dir: directory for TensorRT engines and on-demand ONNX exports.
-        device: ``"cpu"`` or ``"cuda"``.
-        fp16: half precision (torch autocast on CUDA; TensorRT FP16 flag).
-        input_size: fixed network input (H, W) in pixels (TensorRT engines, on-demand
-            exports); ``None`` for a dynamic graph where possible.
-        threads: CPU intra-op threads (torch, onnxruntime).
-        head: replace the checkpoint's DTPnet head (``"full"`` or ``"fast"``, see
-            :class:`dtp_stereo.models.dtpnet.DTPNetConfig`); ``None`` keeps it. Applies to the
-            checkpoint (torch, on-demand exports), not to a given ONNX file.
-        channels_last, fuse_bn, compile: torch backend options (see
-            :class:`dtp_stereo.backends.torch_backend.TorchBackend`).
+        options: how it runs (:class:`BackendOptions`; default: CPU, library threads).
+        **overrides: single :class:`BackendOptions` fields replacing those of ``options``
+            (``device="cuda"``, ``threads=2``, ...).
 
     Raises:
         BackendError: unknown name, missing files, or the chosen backend cannot run here.
     """
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    try:
+        opts = dataclasses.replace(options or BackendOptions(), **overrides)
+    except TypeError as exc:  # an unknown keyword
+        raise BackendError(f"create_backend: {exc}") from None
+    device, fp16, threads, head = opts.device, opts.fp16, opts.threads, opts.head
+    input_size, engine_cache_dir = opts.input_size, opts.engine_cache_dir
     if checkpoint is None and onnx is None:
         raise BackendError(f"backend {name!r} needs a checkpoint or an ONNX file")
     if head and onnx is not None and name != "torch":
@@ -64,10 +109,7 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
         name = _pick_auto(checkpoint, onnx, input_size)
         if name == "tensorrt":
             try:
-                return create_backend("tensorrt", checkpoint, onnx=onnx,
-                                      engine_cache_dir=engine_cache_dir, device=device,
-                                      fp16=fp16, input_size=input_size, threads=threads,
-                                      head=head)
+                return create_backend("tensorrt", checkpoint, onnx=onnx, options=opts)
             except BackendError as exc:
                 name = _pick_auto(checkpoint, onnx, input_size, tensorrt_reason=str(exc))
     if name == "torch":
@@ -78,8 +120,8 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
 
         return TorchBackend.from_checkpoint(checkpoint, device=device, fp16=fp16,
                                             threads=threads, head=head,
-                                            channels_last=channels_last, fuse_bn=fuse_bn,
-                                            compile=compile)
+                                            channels_last=opts.channels_last,
+                                            fuse_bn=opts.fuse_bn, compile=opts.compile)
     if onnx is None:
         from dtp_stereo.export import ensure_onnx
 
