@@ -32,7 +32,8 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
+from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
@@ -91,11 +92,11 @@ PARAMETERS: List[ParamSpec] = [
     ParamSpec("max_width", 0, "downscale wider images to this width px; 0 = no limit",
               (0, 8192, 1)),
     ParamSpec("approximate_sync", False, "pair left/right images by nearest stamp, not exact"),
-    ParamSpec("approximate_sync_tolerance_seconds", 0.0, "largest stamp spread of a pair, s",
-              (0.0, 1.0, 0.0)),
+    ParamSpec("approximate_sync_tolerance_seconds", 0.0, "largest stamp spread of a pair, s; "
+              "0 = no limit (nearest stamps pair, as stereo_image_proc)", (0.0, 1.0, 0.0)),
     ParamSpec("queue_size", 5, "synchronizer queue per input, messages", (1, 100, 1)),
-    ParamSpec("use_system_default_qos", False, "subscribe reliable (system default) instead of "
-                                               "sensor-data QoS"),
+    ParamSpec("use_system_default_qos", False, "subscribe reliable instead of sensor-data QoS "
+                                               "(best effort)"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics, s", (0.1, 60.0, 0.0)),
     ParamSpec("use_color", True, "add rgb from the left image to points2", read_only=False),
     ParamSpec("max_depth", 0.0, "points/depth farther than this are NaN, m; 0 = no limit",
@@ -109,6 +110,7 @@ PARAMETERS: List[ParamSpec] = [
               (1.0, 100000.0, 0.0), read_only=False),
 ]
 LIVE_PARAMETERS = tuple(p.name for p in PARAMETERS if not p.read_only)
+UNLIMITED_SLOP_S = 1e6  # "no tolerance limit" for approximate sync, seconds
 _OUTPUT_OPTION_NAMES = ("min_disparity", "max_depth", "use_color", "publish_depth",
                         "publish_confidence")
 _SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
@@ -153,6 +155,16 @@ def backend_options(p: Dict[str, Any]) -> BackendOptions:
                           compile=p["torch_compile"])
 
 
+def input_qos(reliable: bool, depth: int) -> QoSProfile:
+    """QoS of the image and camera_info subscriptions: sensor-data (best effort, as camera
+    drivers publish) or, with ``use_system_default_qos``, explicitly reliable (the RMW's
+    "system default" reliability is best effort on Fast DDS, so it is not left to it)."""
+    if not reliable:
+        return qos_profile_sensor_data
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
+                      reliability=ReliabilityPolicy.RELIABLE)
+
+
 class _BadInput(ValueError):
     """Input that cannot be processed; reported as ERROR and skipped."""
 
@@ -190,7 +202,8 @@ class StereoNode(Node):
             input_size = (p["input_height"], p["input_width"])
         self._pipeline = StereoPipeline(self.backend, StereoPreprocessor(
             self.backend.size_divisor, input_size, p["max_width"] or None))
-        self.diagnostics = StereoDiagnostics(p["latency_budget_ms"])
+        self.diagnostics = StereoDiagnostics(p["latency_budget_ms"],
+                                             stale_after_s=max(3.0, 3 * p["diagnostics_period_s"]))
         model = getattr(self.backend, "model_name", type(self.backend).__name__)
         for key, value in (("backend", self.backend.name), ("device", self.backend.device),
                            ("model", f"{model} ({self._model_source})"),
@@ -200,23 +213,24 @@ class StereoNode(Node):
                             + (f", max width {p['max_width']}" if p["max_width"] else ""))):
             self.diagnostics.set_value(key, value)
 
+        # every topic's QoS can be overridden at start-up, as in stereo_image_proc:
+        # qos_overrides./<ns>/<topic>.{publisher,subscription}.{reliability,history,depth,...}
+        overridable = QoSOverridingOptions.with_default_policies()
         out_qos = QoSProfile(depth=5)
-        self._pubs = {
-            "disparity": self.create_publisher(DisparityImage, "disparity", out_qos),
-            "points2": self.create_publisher(PointCloud2, "points2", out_qos),
-            "disparity/image": self.create_publisher(Image, "disparity/image", out_qos),
-            "disparity/color": self.create_publisher(Image, "disparity/color", out_qos),
-            "depth": self.create_publisher(Image, "depth", out_qos),
-            "confidence": self.create_publisher(Image, "confidence", out_qos),
-        }
-        in_qos = qos_profile_system_default if p["use_system_default_qos"] \
-            else qos_profile_sensor_data
+        types = {"disparity": DisparityImage, "points2": PointCloud2, "disparity/image": Image,
+                 "disparity/color": Image, "depth": Image, "confidence": Image}
+        self._pubs = {topic: self.create_publisher(cls, topic, out_qos,
+                                                   qos_overriding_options=overridable)
+                      for topic, cls in types.items()}
+        in_qos = input_qos(p["use_system_default_qos"], p["queue_size"])
+        self._qos_options = overridable
         self._infos: Dict[str, Dict[int, Any]] = {"left": {}, "right": {}}
         self._info_cap = 4 * p["queue_size"]
         self._info_lock = threading.Lock()
         for side in ("left", "right"):
             self.create_subscription(CameraInfo, f"{side}/camera_info",
-                                     lambda msg, s=side: self._on_info(s, msg), in_qos)
+                                     lambda msg, s=side: self._on_info(s, msg), in_qos,
+                                     qos_overriding_options=overridable)
         self._sync = self._make_sync(p, in_qos)
 
         self._net_height, self._net_width = 0, 0
@@ -258,16 +272,21 @@ class StereoNode(Node):
 
     def _make_sync(self, p: Dict[str, Any], qos: QoSProfile) -> Any:
         topics = ("left/image_rect", "right/image_rect")
-        slop = p["approximate_sync_tolerance_seconds"]
+        # tolerance 0: no limit, the nearest stamps pair (stereo_image_proc's ApproximateTime
+        # policy without epsilon); > 0: pairs spread at most that much (ApproximateEpsilonTime)
+        slop = p["approximate_sync_tolerance_seconds"] or UNLIMITED_SLOP_S
         try:
             import message_filters
         except ImportError:
             message_filters = None
         if message_filters is not None:
-            subs = [message_filters.Subscriber(self, Image, t, qos_profile=qos) for t in topics]
+            subs = [message_filters.Subscriber(self, Image, t, qos_profile=qos,
+                                               qos_overriding_options=self._qos_options)
+                    for t in topics]
+            for i, sub in enumerate(subs):
+                sub.registerCallback(lambda msg, i=i: self.diagnostics.record_image(i))
             if p["approximate_sync"]:
-                sync = message_filters.ApproximateTimeSynchronizer(subs, p["queue_size"],
-                                                                   max(slop, 1e-9))
+                sync = message_filters.ApproximateTimeSynchronizer(subs, p["queue_size"], slop)
             else:
                 sync = message_filters.TimeSynchronizer(subs, p["queue_size"])
             sync.registerCallback(self._on_pair)
@@ -277,8 +296,13 @@ class StereoNode(Node):
         else:
             sync = ExactTimeSynchronizer(2, p["queue_size"], self._on_pair)
         for i, topic in enumerate(topics):
-            self.create_subscription(Image, topic, lambda msg, i=i: sync.add(i, msg), qos)
+            self.create_subscription(Image, topic, lambda msg, i=i: self._on_image(sync, i, msg),
+                                     qos, qos_overriding_options=self._qos_options)
         return sync
+
+    def _on_image(self, sync: Any, index: int, msg: Image) -> None:
+        self.diagnostics.record_image(index)
+        sync.add(index, msg)
 
     def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
         updates = {}

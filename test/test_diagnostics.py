@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dtp_stereo.ros.diagnostics import (ERROR, OK, WARN, StereoDiagnostics, report_to_msg)
+from dtp_stereo.ros.diagnostics import (ERROR, OK, STALE, WARN, StereoDiagnostics,
+                                        report_to_msg)
 
 
 class _Clock:
@@ -120,3 +121,44 @@ def test_report_to_msg_with_ros_message():
     diag.record_error("bad_input", "x")
     status = report_to_msg(diag.report(), "n", "h", msgs.DiagnosticStatus, msgs.KeyValue)
     assert status.level == msgs.DiagnosticStatus.ERROR
+
+
+def test_stale_when_frames_stop_and_ok_again_when_they_resume():
+    diag, clock = _diag(stale_after_s=2.0)
+    for _ in range(5):
+        _frame(diag, clock, 20.0)
+    assert diag.report().level == OK
+    clock.t += 8.0  # the camera stopped
+    report = diag.report()
+    assert report.level == STALE and "no stereo pair processed for 8.0 s" in report.message
+    assert float(report.as_dict()["rate_hz"]) == 0.0
+    for _ in range(3):
+        _frame(diag, clock, 20.0)
+    assert diag.report().level == OK
+
+
+def test_warn_when_images_arrive_but_never_pair():
+    """Exact sync with skewed stamps: both inputs deliver, nothing pairs (stereo_image_proc
+    warns that the topics do not appear to be synchronized)."""
+    diag, clock = _diag(unsynchronized_after_s=3.0)
+    for _ in range(20):
+        clock.t += 0.1
+        diag.record_image(0)
+        diag.record_image(1)
+    assert diag.report().level == WARN and "no stereo pair processed yet" in \
+        diag.report().message  # 2 s: not yet
+    for _ in range(20):
+        clock.t += 0.1
+        diag.record_image(0)
+        diag.record_image(1)
+    report = diag.report()
+    assert report.level == WARN and "do not appear to be synchronized" in report.message
+    assert report.as_dict()["left_images_in"] == "40"
+    diag.record_input()  # a pair at last
+    _frame(diag, clock, 20.0, dt=0.0)
+    assert diag.report().level == OK
+    clock.t += 10.0  # only the left camera keeps publishing: stale, not unsynchronized
+    for _ in range(5):
+        clock.t += 0.1
+        diag.record_image(0)
+    assert diag.report().level == STALE

@@ -39,7 +39,7 @@ def _console_scripts():
 
 def test_params_yaml_has_every_declared_parameter_with_its_default():
     data = yaml.safe_load(PARAMS.read_text())
-    params = data["dtp_stereo_node"]["ros__parameters"]
+    params = data["/**"]["ros__parameters"]
     table = _parameter_table()
     assert set(params) == {name for name, _, _ in table}
     for name, default, _ in table:

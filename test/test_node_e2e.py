@@ -11,6 +11,7 @@ import threading
 import time
 import types
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,9 +380,15 @@ def test_overload_drops_pairs_and_bounds_latency(harness_factory):
 def test_parameter_table_matches_declared_parameters(harness_factory):
     h = harness_factory(backend=FakeBackend())
     builtin = set(h.helper.list_parameters([], 0).names)  # use_sim_time, ...
-    declared = {n for n in set(h.node.list_parameters([], 0).names) - builtin
-                if not n.startswith("diagnostic_updater.")}
+    names = set(h.node.list_parameters([], 0).names) - builtin
+    declared = {n for n in names
+                if not n.startswith(("diagnostic_updater.", "qos_overrides."))}
     assert declared == {p.name for p in PARAMETERS}
+    # every input and output topic's QoS is overridable (stereo_image_proc does the same)
+    for topic in ("left/image_rect", "right/image_rect", "left/camera_info", "disparity",
+                  "points2"):
+        kind = "publisher" if topic in ("disparity", "points2") else "subscription"
+        assert f"qos_overrides.{h.ns}/{topic}.{kind}.reliability" in names, topic
     for p in PARAMETERS:
         desc = h.node.describe_parameter(p.name)
         assert desc.description and desc.read_only == p.read_only
@@ -390,8 +397,9 @@ def test_parameter_table_matches_declared_parameters(harness_factory):
 
 
 def _fake_message_filters(calls):
-    """A stand-in with message_filters' Python API (Subscriber(node, type, topic, **kw),
-    TimeSynchronizer(fs, queue_size), ApproximateTimeSynchronizer(fs, queue_size, slop))."""
+    """A stand-in with message_filters' Python API (Subscriber(node, type, topic, **kw) with
+    registerCallback, TimeSynchronizer(fs, queue_size), ApproximateTimeSynchronizer(fs,
+    queue_size, slop))."""
     from dtp_stereo.ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer
 
     class Subscriber:
@@ -400,6 +408,9 @@ def _fake_message_filters(calls):
             self.targets = []
             self.sub = node.create_subscription(
                 msg_type, topic, lambda m: [t(m) for t in self.targets], kwargs["qos_profile"])
+
+        def registerCallback(self, cb):  # noqa: N802 (SimpleFilter's name)
+            self.targets.append(cb)
 
     class _Sync:
         def __init__(self, fs, impl):
@@ -477,3 +488,65 @@ def test_uses_message_filters_and_diagnostic_updater_when_importable(harness_fac
     wait_for(lambda: h.last_diag() is not None and h.diag_values()["frames_out"] == "1")
     assert h.last_diag().level == DiagnosticStatus.OK  # a bytes level, as the message wants
     assert h.diag_values()["backend"] == "fake"
+
+
+def test_shipped_params_file_applies_in_any_namespace(ros, tmp_path):
+    """config/params.yaml is keyed "/**": a node in a namespace (as the launch file's example,
+    namespace:=stereo) reads it; a "dtp_stereo_node:" key would be silently ignored there."""
+    context = ros[0]
+    shipped = Path(__file__).resolve().parents[1] / "config" / "params.yaml"
+    text = shipped.read_text()
+    assert "latency_budget_ms: 100.0" in text
+    params = tmp_path / "params.yaml"
+    params.write_text(text.replace("latency_budget_ms: 100.0", "latency_budget_ms: 55.0"))
+    node = StereoNode(backend=FakeBackend(), namespace="/stereo_" + uuid.uuid4().hex[:6],
+                      context=context, cli_args=["--ros-args", "--params-file", str(params)])
+    try:
+        assert node.get_parameter("latency_budget_ms").value == 55.0
+    finally:
+        node.destroy_node()
+
+
+def test_approximate_sync_with_default_tolerance_pairs_skewed_stamps(harness_factory):
+    """approximate_sync:=true with tolerance 0 (the default) pairs the nearest stamps, as
+    stereo_image_proc's ApproximateTime policy; the inputs are counted in diagnostics."""
+    h = harness_factory(backend=FakeBackend(), params={"approximate_sync": True})
+    for _ in range(3):
+        stamp = h.helper.get_clock().now().to_msg()
+        for side in ("left", "right"):
+            h.pubs[f"{side}/camera_info"].publish(h.info(side, stamp))
+        time.sleep(0.02)
+        for side, skew_ns in (("left", 0), ("right", 3_000_000)):  # right 3 ms later
+            msg = conv.numpy_to_image_msg(h.rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+                                          "rgb8")
+            msg.header.stamp = stamp
+            msg.header.stamp.nanosec = (stamp.nanosec + skew_ns) % 1_000_000_000
+            msg.header.frame_id = f"cam_{side}"
+            h.pubs[f"{side}/image_rect"].publish(msg)
+        time.sleep(0.1)
+    wait_for(lambda: len(h.got["disparity"]) >= 2)
+    wait_for(lambda: h.last_diag() is not None
+             and int(h.diag_values()["right_images_in"]) >= 3)
+    assert int(h.diag_values()["left_images_in"]) >= 3
+
+
+def test_qos_overrides_and_reliable_input_option(ros, harness_factory):
+    """use_system_default_qos subscribes RELIABLE (not the RMW's best-effort default), and a
+    qos_overrides parameter changes one topic's policy at start-up."""
+    from rclpy.qos import ReliabilityPolicy
+
+    def reliability(node, topic):
+        return [i.qos_profile.reliability for i in node.get_subscriptions_info_by_topic(topic)
+                if i.node_name == "dtp_stereo_node"]
+
+    h = harness_factory(backend=FakeBackend(), params={"use_system_default_qos": True})
+    assert reliability(h.node, f"{h.ns}/left/image_rect") == [ReliabilityPolicy.RELIABLE]
+    ns = "/q" + uuid.uuid4().hex[:8]
+    key = f"qos_overrides.{ns}/right/image_rect.subscription.reliability"
+    node = StereoNode(backend=FakeBackend(), namespace=ns, context=ros[0],
+                      parameter_overrides=[Parameter(key, value="reliable")])
+    try:
+        assert reliability(node, f"{ns}/right/image_rect") == [ReliabilityPolicy.RELIABLE]
+        assert reliability(node, f"{ns}/left/image_rect") == [ReliabilityPolicy.BEST_EFFORT]
+    finally:
+        node.destroy_node()

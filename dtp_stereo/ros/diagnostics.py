@@ -7,8 +7,13 @@ key/values). The level rules:
 
 * ERROR after a bad-input or processing error; it clears after ``error_clear_frames`` good
   frames in a row or ``error_timeout_s`` seconds without a new error.
-* WARN when the median end-to-end latency of the last ``budget_window`` frames is above
-  ``latency_budget_ms``, or while no frame has been processed yet.
+* STALE when frames were processed but none for ``stale_after_s`` seconds (the camera stopped,
+  or its topics went away); the rate then reads 0.
+* WARN when left and right images both arrive but no synchronized pair came out of them for
+  ``unsynchronized_after_s`` seconds (stamps that differ under exact sync, or a tolerance too
+  small under approximate sync; stereo_image_proc warns the same way), when the median
+  end-to-end latency of the last ``budget_window`` frames is above ``latency_budget_ms``, or
+  while no frame has been processed yet.
 * OK otherwise.
 
 Message classes are passed to :func:`report_to_msg`, so this module is tested without ROS.
@@ -66,12 +71,16 @@ class StereoDiagnostics:
         budget_window: recent frames whose median end-to-end latency is compared with the
             budget.
         rate_window_s: output rate is measured over this many seconds.
+        stale_after_s: seconds without a processed frame after which the status is STALE.
+        unsynchronized_after_s: seconds of images on both inputs without a synchronized pair
+            after which the status is WARN.
         clock: monotonic clock in seconds (injectable for tests).
     """
 
     def __init__(self, latency_budget_ms: float = 100.0, *, error_clear_frames: int = 5,
                  error_timeout_s: float = 5.0, window: int = 300, budget_window: int = 10,
-                 rate_window_s: float = 5.0,
+                 rate_window_s: float = 5.0, stale_after_s: float = 3.0,
+                 unsynchronized_after_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if error_clear_frames < 1:
             raise ValueError(f"error_clear_frames must be >= 1, got {error_clear_frames}")
@@ -79,7 +88,13 @@ class StereoDiagnostics:
         self.error_clear_frames = int(error_clear_frames)
         self.error_timeout_s = float(error_timeout_s)
         self.rate_window_s = float(rate_window_s)
+        self.stale_after_s = float(stale_after_s)
+        self.unsynchronized_after_s = float(unsynchronized_after_s)
         self._clock = clock
+        self.images_in = [0, 0]  # left, right image messages received
+        self._first_image: List[Optional[float]] = [None, None]
+        self._last_image: List[Optional[float]] = [None, None]
+        self._last_pair: Optional[float] = None
         self._lock = threading.Lock()
         self.stages: Dict[str, LatencyStats] = {s: LatencyStats(window) for s in STAGES}
         self.end_to_end = LatencyStats(window)
@@ -100,10 +115,20 @@ class StereoDiagnostics:
         with self._lock:
             self.static[key] = str(value)
 
+    def record_image(self, side: int) -> None:
+        """Count one image message of input ``side`` (0 left, 1 right) before synchronization."""
+        now = self._clock()
+        with self._lock:
+            self.images_in[side] += 1
+            if self._first_image[side] is None:
+                self._first_image[side] = now
+            self._last_image[side] = now
+
     def record_input(self, n: int = 1) -> None:
         """Count synchronized pairs handed to the node."""
         with self._lock:
             self.frames_in += n
+            self._last_pair = self._clock()
 
     def record_dropped(self, n: int = 1) -> None:
         """Count pairs dropped before inference (replaced by a newer pair, or sync overflow)."""
@@ -151,6 +176,18 @@ class StereoDiagnostics:
         with self._lock:
             return self._rate_locked(self._clock())
 
+    def _unsynchronized_locked(self, now: float) -> Optional[float]:
+        """Seconds both inputs have delivered images without a pair, if over the limit."""
+        if None in self._first_image or None in self._last_image:
+            return None
+        since = max(self._first_image) if self._last_pair is None else self._last_pair
+        recent = all(now - t <= self.unsynchronized_after_s for t in self._last_image)
+        waited = now - since
+        if recent and waited > self.unsynchronized_after_s and \
+                min(self._last_image) > since:
+            return waited
+        return None
+
     def _rate_locked(self, now: float) -> float:
         times = [t for t in self._out_times if now - t <= self.rate_window_s]
         if len(times) < 2 or times[-1] <= times[0]:
@@ -174,8 +211,19 @@ class StereoDiagnostics:
         with self._lock:
             rate = self._rate_locked(now)
             recent = float(np.median(self._recent_e2e)) if self._recent_e2e else math.nan
+            unsynced = self._unsynchronized_locked(now)
+            idle = now - self._out_times[-1] if self._out_times else math.inf
             if self._error_active_locked(now):
                 level, message = ERROR, f"bad input or processing error: {self.last_error}"
+            elif unsynced is not None:
+                level, message = WARN, (
+                    f"left and right images arrive ({self.images_in[0]} / {self.images_in[1]}) "
+                    f"but no synchronized pair for {unsynced:.1f} s: the topics do not appear "
+                    "to be synchronized (exact sync needs identical stamps; try "
+                    "approximate_sync)")
+            elif self.frames_out > 0 and idle > self.stale_after_s:
+                level, message = STALE, (f"no stereo pair processed for {idle:.1f} s "
+                                         "(input stopped?)")
             elif self.frames_out == 0:
                 level, message = WARN, "no stereo pair processed yet"
             elif math.isfinite(recent) and recent > self.latency_budget_ms:
@@ -184,7 +232,9 @@ class StereoDiagnostics:
             else:
                 level, message = OK, f"{rate:.1f} Hz, end-to-end p50 {_fmt(recent)} ms"
             values: List[Tuple[str, str]] = list(self.static.items())
-            values += [("frames_in", str(self.frames_in)), ("frames_out", str(self.frames_out)),
+            values += [("left_images_in", str(self.images_in[0])),
+                       ("right_images_in", str(self.images_in[1])),
+                       ("frames_in", str(self.frames_in)), ("frames_out", str(self.frames_out)),
                        ("dropped_pairs", str(self.dropped_pairs)), ("rate_hz", _fmt(rate)),
                        ("latency_budget_ms", _fmt(self.latency_budget_ms))]
             for name, stats in [("end_to_end", self.end_to_end)] + list(self.stages.items()):
