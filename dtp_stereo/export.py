@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from dtp_stereo.backends.base import INPUT_NAMES, OUTPUT_NAMES
-from dtp_stereo.files import atomic_path
+from dtp_stereo.files import atomic_path, private_dir, untrusted_reason
 from dtp_stereo.models.modes import eval_mode
 from dtp_stereo.onnx_metadata import OnnxMetadata, write_onnx_metadata
 
@@ -159,6 +159,27 @@ def check_onnx_against_torch(model: nn.Module, onnx_path: str, height: int, widt
     return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
 
 
+def _cached_export_problem(path: Path, model: nn.Module,
+                           input_size: Optional[Tuple[int, int]]) -> Optional[str]:
+    """Why a cached export cannot be reused for ``model``, or None (trusted and matching)."""
+    from dtp_stereo.onnx_metadata import read_onnx_metadata
+
+    reason = untrusted_reason(path)
+    if reason:
+        return reason
+    try:
+        meta = read_onnx_metadata(str(path))
+    except Exception as exc:  # onnx raises DecodeError and others on garbage
+        return f"{path} is not a readable ONNX file ({type(exc).__name__})"
+    expected = (str(getattr(model, "model_name", type(model).__name__)),
+                int(model.max_disparity), int(model.size_divisor),
+                None if input_size is None else tuple(input_size))
+    found = (meta.model_name, meta.max_disparity, meta.size_divisor, meta.input_size)
+    if found != expected:
+        return f"{path} has metadata {found}, expected {expected}"
+    return None
+
+
 def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
                 input_size: Optional[Tuple[int, int]] = None,
                 overrides: Optional[Dict[str, Any]] = None) -> str:
@@ -182,9 +203,13 @@ def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
     size_tag += "".join(f"_{k}-{v}" for k, v in sorted((overrides or {}).items()))
     out = root / (f"{Path(checkpoint).stem}_{file_sha256(checkpoint)[:16]}_r{EXPORT_REVISION}_"
                   f"{size_tag}.onnx")
-    if out.is_file():
-        return str(out)
+    private_dir(root)  # raises PermissionError if others can write the cache
     model, _ = load_model(checkpoint, device="cpu", overrides=overrides)
+    if out.is_file():
+        reason = _cached_export_problem(out, model, input_size)
+        if reason is None:
+            return str(out)
+        _LOG.warning("ONNX export cache: %s; exporting again", reason)
     if input_size is None:
         d = int(model.size_divisor)
         h, w = d * max(1, 64 // d), d * max(1, 128 // d)

@@ -32,6 +32,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -91,6 +92,8 @@ PARAMETERS: List[ParamSpec] = [
               (0, 8192, 1)),
     ParamSpec("max_width", 0, "downscale wider images to this width px; 0 = no limit",
               (0, 8192, 1)),
+    ParamSpec("max_input_megapixels", 8.5, "larger images are refused (bad input) instead of "
+              "taking seconds and GBs per frame, Mpx; 0 = no limit", (0.0, 1000.0, 0.0)),
     ParamSpec("approximate_sync", False, "pair left/right images by nearest stamp, not exact"),
     ParamSpec("approximate_sync_tolerance_seconds", 0.0, "largest stamp spread of a pair, s; "
               "0 = no limit (nearest stamps pair, as stereo_image_proc)", (0.0, 1.0, 0.0)),
@@ -181,6 +184,7 @@ class StereoNode(Node):
 
     def __init__(self, *, backend: Any = None, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        self._widen_integer_overrides()
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
@@ -192,6 +196,7 @@ class StereoNode(Node):
             raise ValueError(f"{self.get_name()}: parameters input_width and input_height must "
                              f"be set together (got {p['input_width']}x{p['input_height']})")
         self._live = {name: p[name] for name in LIVE_PARAMETERS}
+        self._max_megapixels = float(p["max_input_megapixels"])
         self._live_lock = threading.Lock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -258,6 +263,19 @@ class StereoNode(Node):
             f"{'approximate' if p['approximate_sync'] else 'exact'} sync, queue {p['queue_size']}")
 
     # ---------------------------------------------------------------- setup helpers
+    def _widen_integer_overrides(self) -> None:
+        """Accept ``max_depth:=5`` for a double parameter (YAML and the command line give an
+        integer): rclpy would reject the override's type and the node would not start."""
+        overrides = getattr(self, "_parameter_overrides", None)  # rclpy.Node's own table
+        if not isinstance(overrides, dict):
+            return
+        for spec in PARAMETERS:
+            given = overrides.get(spec.name)
+            if isinstance(spec.default, float) and given is not None \
+                    and given.type_ == Parameter.Type.INTEGER:
+                overrides[spec.name] = Parameter(spec.name, Parameter.Type.DOUBLE,
+                                                 float(given.value))
+
     def _create_backend(self, p: Dict[str, Any]) -> Any:
         from dtp_stereo.backends import create_backend
 
@@ -381,6 +399,11 @@ class StereoNode(Node):
         if left.shape != right.shape:
             raise _BadInput(f"left/right size mismatch: left is {left.shape[1]}x{left.shape[0]}, "
                             f"right is {right.shape[1]}x{right.shape[0]}")
+        megapixels = left.shape[0] * left.shape[1] / 1e6
+        if 0 < self._max_megapixels < megapixels:
+            raise _BadInput(f"left/right image_rect: {left.shape[1]}x{left.shape[0]} is "
+                            f"{megapixels:.1f} Mpx, above max_input_megapixels "
+                            f"{self._max_megapixels:g}; publish smaller images or raise it")
         camera = self._camera_for(left_msg)
         t1 = time.perf_counter()
         try:
@@ -391,6 +414,9 @@ class StereoNode(Node):
         if frame.net_width != self._net_width or frame.net_height != self._net_height:
             self._net_height, self._net_width = frame.net_height, frame.net_width
             self.diagnostics.set_value("network_input", f"{frame.net_height}x{frame.net_width}")
+        # nearer than this, disparity exceeds the network's range (those pixels are invalid)
+        nearest = result.camera.focal_baseline / max(result.max_disparity - frame.scale, 1e-6)
+        self.diagnostics.set_value("nearest_measurable_depth_m", f"{nearest:.3f}")
         t2 = time.perf_counter()
         with self._live_lock:
             options = OutputOptions(**{k: self._live[k] for k in _OUTPUT_OPTION_NAMES})

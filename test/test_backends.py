@@ -269,3 +269,38 @@ def test_backend_options_travel_as_one_object_and_name_bad_values():
             BackendOptions(**bad)
     with pytest.raises(BackendError, match="unexpected keyword"):
         create_backend("torch", "x.pt", options=opts, colour="red")
+
+
+def test_export_cache_reexports_planted_or_garbage_files_and_refuses_shared_folders(
+        checkpoint, pair, tmp_path):
+    """issue 12: a garbage file, a graph of another model, or a file others can write, found
+    under the cache name, is exported again; a cache folder others can write is refused."""
+    import os
+
+    from dtp_stereo.backends import BackendError, create_backend
+    from dtp_stereo.export import ensure_onnx, export_onnx
+    from dtp_stereo.models import build_model
+
+    cache = tmp_path / "cache"
+    path = ensure_onnx(str(checkpoint), str(cache))
+    good = create_backend("onnxruntime", str(checkpoint), engine_cache_dir=str(cache), threads=1)
+    ref = good.infer(*pair).disparity
+    for plant in ("garbage", "other_model", "group_writable"):
+        if plant == "garbage":
+            with open(path, "wb") as f:
+                f.write(b"not an onnx graph")
+        elif plant == "other_model":
+            other = build_model("dtpnet", **tiny_dtpnet_config(32)).eval()  # D = 32
+            export_onnx(other, path, 64, 128, dynamic=True)
+        else:
+            os.chmod(path, 0o666)
+        be = create_backend("onnxruntime", str(checkpoint), engine_cache_dir=str(cache),
+                            threads=1)
+        assert be.max_disparity == good.max_disparity, plant
+        np.testing.assert_allclose(be.infer(*pair).disparity, ref, atol=1e-4, err_msg=plant)
+        assert os.stat(path).st_mode & 0o077 == 0
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(BackendError, match="writable by other users"):
+        create_backend("onnxruntime", str(checkpoint), engine_cache_dir=str(shared))

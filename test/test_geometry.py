@@ -123,10 +123,18 @@ def test_scaling_keeps_depth():
     ({"fx": 0.0}, {}, "zero focal length"),
     ({"width": 64}, {}, "size mismatch"),
     ({}, {"width": 0}, "empty image size"),
+    ({}, {"cx": float("nan")}, r"left camera_info field 'p' has non-finite values"),
+    ({"cy": float("inf")}, {}, r"right camera_info field 'p' has non-finite values"),
 ])
 def test_bad_camera_info_raises_clear_error(right_kw, left_kw, match):
     with pytest.raises(ValueError, match=match):
         StereoCamera.from_camera_info(_info("left", **left_kw), _info("right", **right_kw))
+
+
+def test_camera_with_a_nan_principal_point_is_refused():
+    with pytest.raises(ValueError, match=r"principal point must be finite, got cx=nan"):
+        StereoCamera(width=4, height=2, fx=1.0, fy=1.0, cx=float("nan"), cy=0.5, cx_right=1.5,
+                     baseline=0.1)
 
 
 def test_write_ply_skips_invalid_points(tmp_path):

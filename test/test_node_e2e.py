@@ -258,6 +258,11 @@ def test_known_disparity_gives_z_f_t_over_d_and_scaled_camera(harness_factory):
     assert np.isnan(points[:, :3]).all()
     conf = conv.image_msg_to_numpy(h.got["confidence"][0])
     np.testing.assert_allclose(conf, 0.5)
+    # nearer than f·T / (D - 1 - 1) the network saturates: diagnostics say where that is
+    wait_for(lambda: h.last_diag() is not None
+             and "nearest_measurable_depth_m" in h.diag_values())
+    assert float(h.diag_values()["nearest_measurable_depth_m"]) == \
+        pytest.approx(FX * BASELINE / 46.0, abs=1e-3)
 
 
 def test_resized_network_input_rescales_disparity_and_range(harness_factory):
@@ -314,10 +319,19 @@ def test_live_parameters(harness_factory):
     assert np.nanmax(z) <= 1.0 and np.isnan(z).any()
 
 
-@pytest.mark.parametrize("kind", ["encoding", "size", "empty", "baseline", "no_info"])
+@pytest.mark.parametrize("kind", ["encoding", "size", "empty", "baseline", "no_info",
+                                  "nan_principal_point", "too_large"])
 def test_bad_input_reports_error_and_node_recovers(harness_factory, kind):
-    h = harness_factory(backend=FakeBackend(), params={"latency_budget_ms": 10000.0})
-    if kind == "encoding":
+    h = harness_factory(backend=FakeBackend(), params={
+        "latency_budget_ms": 10000.0, "max_input_megapixels": 2.5 * H * W / 1e6})
+    if kind == "nan_principal_point":  # camera_info with a NaN in P: refused, not all-NaN
+        h.publish(info_kw={"doffs": float("nan")})
+        text = "non-finite"
+    elif kind == "too_large":
+        big = np.zeros((2 * H, 2 * W, 3), np.uint8)
+        h.publish(left=big, right=big, info_kw={"width": 2 * W, "height": 2 * H})
+        text = "above max_input_megapixels"
+    elif kind == "encoding":
         bad = Image(height=H, width=W, encoding="bgr16", step=W * 6, data=bytes(H * W * 6))
         h.publish(left=bad, right=bad)
         text = "bgr16"
@@ -550,3 +564,10 @@ def test_qos_overrides_and_reliable_input_option(ros, harness_factory):
         assert reliability(node, f"{ns}/left/image_rect") == [ReliabilityPolicy.BEST_EFFORT]
     finally:
         node.destroy_node()
+
+
+def test_integer_value_for_a_double_parameter_is_accepted(harness_factory):
+    """max_depth:=5 (an integer on the command line or in YAML) for a double parameter."""
+    h = harness_factory(backend=FakeBackend(), params={"max_depth": 5, "latency_budget_ms": 80})
+    assert h.node.get_parameter("max_depth").value == 5.0
+    assert h.node.get_parameter("latency_budget_ms").value == 80.0

@@ -140,3 +140,20 @@ def test_output_messages_follow_options_and_wanted_topics():
     without_camera = output_messages(_result(d, None), header, left, classes=PLAIN)
     assert "points2" not in without_camera and "depth" not in without_camera
     assert "disparity" in without_camera
+
+
+def test_disparities_at_the_range_cap_are_invalid_everywhere():
+    """A point nearer than f·T / max_disparity saturates the network: such pixels must not be
+    reported as valid far-too-far depth."""
+    res0 = _result(np.zeros((32, 64), np.float32))
+    d = np.full((32, 64), 10.0, np.float32)
+    d[:, 0] = res0.max_disparity  # at the cap (31 px for D = 32)
+    d[:, 1] = res0.max_disparity - 0.5  # within one network pixel of it
+    d[:, 2] = res0.max_disparity - 1.5  # measurable
+    res = _result(d)
+    msgs = output_messages(res, SimpleNamespace(), _pair()[0], classes=PLAIN)
+    depth = _image(msgs["depth"])
+    assert np.isnan(depth[:, :2]).all() and np.isfinite(depth[:, 2:]).all()
+    values = _image(msgs["disparity"].image)
+    assert (values[:, :2] < msgs["disparity"].min_disparity).all()
+    assert values[0, 2] == pytest.approx(res0.max_disparity - 1.5)

@@ -125,8 +125,11 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
     if onnx is None:
         from dtp_stereo.export import ensure_onnx
 
-        onnx = ensure_onnx(checkpoint, engine_cache_dir, input_size,
-                           {"head": head} if head else None)
+        try:
+            onnx = ensure_onnx(checkpoint, engine_cache_dir, input_size,
+                               {"head": head} if head else None)
+        except PermissionError as exc:  # a cache folder others can write
+            raise BackendError(f"backend {name}: {exc}") from exc
     if name == "onnxruntime":
         from dtp_stereo.backends.onnx_backend import OnnxRuntimeBackend
 

@@ -22,7 +22,7 @@ from dtp_stereo.backends.base import (
     check_pair,
     pair_to_nchw,
 )
-from dtp_stereo.files import atomic_write_bytes
+from dtp_stereo.files import atomic_write_bytes, private_dir, untrusted_reason
 from dtp_stereo.onnx_metadata import read_onnx_metadata
 
 __all__ = [
@@ -165,7 +165,14 @@ class TensorRTBackend:
         self._logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self._logger)
         engine = None
-        if self.engine_path.is_file():
+        try:
+            private_dir(self.engine_path.parent)
+        except PermissionError as exc:
+            raise BackendError(f"tensorrt: {exc}") from exc
+        distrust = untrusted_reason(self.engine_path) if self.engine_path.is_file() else None
+        if distrust:
+            _LOG.warning("tensorrt: not loading cached engine: %s; rebuilding", distrust)
+        elif self.engine_path.is_file():
             _LOG.info("tensorrt: loading cached engine %s", self.engine_path)
             engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if engine is None:

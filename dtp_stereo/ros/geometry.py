@@ -46,6 +46,9 @@ def _matrix(msg: Any, field: str, size: int, side: str) -> np.ndarray:
     if arr.size != size:
         raise ValueError(f"{side} camera_info field {field!r} has {arr.size} values, "
                          f"expected {size}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{side} camera_info field {field!r} has non-finite values "
+                         f"{arr.tolist()}")
     return arr
 
 
@@ -79,6 +82,11 @@ class StereoCamera:
         if not (np.isfinite(self.fx) and np.isfinite(self.fy)) or self.fx <= 0 or self.fy <= 0:
             raise ValueError(f"StereoCamera: focal lengths must be positive, got fx={self.fx}, "
                              f"fy={self.fy}")
+        bad = [f"{k}={v}" for k, v in (("cx", self.cx), ("cy", self.cy),
+                                       ("cx_right", self.cx_right)) if not np.isfinite(v)]
+        if bad:
+            raise ValueError(f"StereoCamera: principal point must be finite, got "
+                             f"{', '.join(bad)}")
         if not np.isfinite(self.baseline) or self.baseline <= 0:
             raise ValueError(f"StereoCamera: baseline must be positive metres, got "
                              f"{self.baseline}")

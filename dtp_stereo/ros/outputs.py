@@ -10,6 +10,12 @@ agrees with ``points2`` and ``depth``. stereo_image_proc leaves ``min_disparity`
 ``max_disparity`` at the matcher's search range; here they are shifted by ``doffs`` too
 (``min_disparity = min + doffs``), so that the message's own rule, "values below
 ``min_disparity`` are invalid", holds for the shifted values. With ``doffs = 0`` both agree.
+
+Range cap: a network with D planes cannot report more than ``D - 1`` network pixels, so a
+point nearer than ``f·T / max_disparity`` comes out at (or just below) the cap, and wrong.
+Disparities within one network pixel of the cap (above ``result.max_disparity - scale``) are
+therefore invalid in every output, as those below ``min_disparity`` are
+(:func:`saturated`); the node reports the nearest measurable depth in its diagnostics.
 """
 
 from dataclasses import dataclass
@@ -22,7 +28,7 @@ from dtp_stereo.ros import conversions as conv
 from dtp_stereo.ros.geometry import depth_to_points, disparity_to_depth
 
 __all__ = ["OUTPUT_TOPICS", "MessageClasses", "OutputOptions", "disparity_message",
-           "output_messages"]
+           "output_messages", "saturated"]
 
 OUTPUT_TOPICS = ("disparity", "points2", "disparity/image", "disparity/color", "depth",
                  "confidence")
@@ -62,6 +68,20 @@ def _everything(topic: str) -> bool:
     return True
 
 
+def saturated(result: Any) -> np.ndarray:
+    """H×W bool: disparities at the network's range cap (within one network pixel of it)."""
+    with np.errstate(invalid="ignore"):
+        return result.disparity > result.max_disparity - float(result.frame.scale)
+
+
+def _capped(result: Any) -> np.ndarray:
+    """The result's disparity with saturated pixels set to NaN (invalid everywhere)."""
+    cap = saturated(result)
+    if not cap.any():
+        return result.disparity
+    return np.where(cap, np.float32(np.nan), result.disparity).astype(np.float32)
+
+
 def disparity_message(result: Any, header: Any, min_disparity: float = 0.0,
                       classes: MessageClasses = MessageClasses()) -> Any:
     """The ``stereo_msgs/DisparityImage`` of a result (see the module's offset convention).
@@ -70,7 +90,8 @@ def disparity_message(result: Any, header: Any, min_disparity: float = 0.0,
     """
     camera = result.camera
     off = float(camera.doffs) if camera is not None else 0.0
-    disparity = result.disparity + np.float32(off) if off else result.disparity
+    disparity = _capped(result)
+    disparity = disparity + np.float32(off) if off else disparity
     return conv.build_disparity_image(
         disparity, header, f=camera.fx if camera is not None else 0.0,
         t=camera.baseline if camera is not None else 0.0, min_disparity=min_disparity + off,
@@ -102,12 +123,13 @@ def output_messages(result: Any, header: Any, left_rgb: Optional[np.ndarray] = N
     ``points2`` and ``depth`` need ``result.camera``; without one they are left out.
     """
     min_d = float(options.min_disparity)
-    disparity = result.disparity
+    disparity = _capped(result)
     msgs: Dict[str, Any] = {}
     if wanted("disparity"):
         msgs["disparity"] = disparity_message(result, header, min_d, classes)
     if wanted("disparity/image"):
-        shown = np.where(disparity >= min_d, disparity, np.float32(np.nan)).astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            shown = np.where(disparity >= min_d, disparity, np.float32(np.nan)).astype(np.float32)
         msgs["disparity/image"] = conv.numpy_to_image_msg(shown, "32FC1", header,
                                                           msg_cls=classes.image)
     if wanted("disparity/color"):
