@@ -97,6 +97,9 @@ PARAMETERS: List[ParamSpec] = [
     ParamSpec("approximate_sync", False, "pair left/right images by nearest stamp, not exact"),
     ParamSpec("approximate_sync_tolerance_seconds", 0.0, "largest stamp spread of a pair, s; "
               "0 = no limit (nearest stamps pair, as stereo_image_proc)", (0.0, 1.0, 0.0)),
+    ParamSpec("camera_info_max_age_s", 5.0, "use the latest camera_info when none has the image "
+              "stamp only if it is at most this much older (or newer), s; 0 = any age",
+              (0.0, 3600.0, 0.0)),
     ParamSpec("queue_size", 5, "synchronizer queue per input, messages", (1, 100, 1)),
     ParamSpec("use_system_default_qos", False, "subscribe reliable instead of sensor-data QoS "
                                                "(best effort)"),
@@ -197,11 +200,16 @@ class StereoNode(Node):
                              f"be set together (got {p['input_width']}x{p['input_height']})")
         self._live = {name: p[name] for name in LIVE_PARAMETERS}
         self._max_megapixels = float(p["max_input_megapixels"])
+        self._info_max_age_s = float(p["camera_info_max_age_s"])
         self._live_lock = threading.Lock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._model_source = "backend given by the caller"
         self.backend = backend if backend is not None else self._create_backend(p)
+        if backend is None and not str(self.backend.device).startswith(p["device"]):
+            self.get_logger().warning(
+                f"device {p['device']} requested but backend {self.backend.name} runs on "
+                f"{self.backend.device} (no usable CUDA device or execution provider)")
         input_size = getattr(self.backend, "input_size", None)
         if input_size is None and p["input_width"] > 0 and p["input_height"] > 0:
             input_size = (p["input_height"], p["input_width"])
@@ -232,8 +240,9 @@ class StereoNode(Node):
         self._infos: Dict[str, Dict[int, Any]] = {"left": {}, "right": {}}
         self._info_cap = 4 * p["queue_size"]
         self._info_lock = threading.Lock()
+        self._info_topics = {side: self._camera_info_topic(side) for side in ("left", "right")}
         for side in ("left", "right"):
-            self.create_subscription(CameraInfo, f"{side}/camera_info",
+            self.create_subscription(CameraInfo, self._info_topics[side],
                                      lambda msg, s=side: self._on_info(s, msg), in_qos,
                                      qos_overriding_options=overridable)
         self._sync = self._make_sync(p, in_qos)
@@ -287,6 +296,16 @@ class StereoNode(Node):
         self._model_source = p["onnx_path"] or checkpoint
         return create_backend(p["backend"], checkpoint, onnx=p["onnx_path"] or None,
                               options=backend_options(p))
+
+    def _camera_info_topic(self, side: str) -> str:
+        """``<side>/camera_info``, or, when only the image topic was remapped, the camera_info
+        next to it (``/cam/left/image_rect`` -> ``/cam/left/camera_info``), as
+        image_transport's camera subscriber and stereo_image_proc do."""
+        info = f"{side}/camera_info"
+        if self.resolve_topic_name(info) != self.resolve_topic_name(info, only_expand=True):
+            return self.resolve_topic_name(info)  # remapped explicitly: as given
+        image = self.resolve_topic_name(f"{side}/image_rect")
+        return image.rsplit("/", 1)[0] + "/camera_info"
 
     def _make_sync(self, p: Dict[str, Any], qos: QoSProfile) -> Any:
         topics = ("left/image_rect", "right/image_rect")
@@ -349,11 +368,26 @@ class StereoNode(Node):
                 del cache[min(cache)]
 
     def _camera_info(self, side: str, stamp_ns: int) -> Any:
+        """camera_info of ``side`` at the image stamp, else the latest within the max age.
+
+        Raises:
+            _BadInput: the latest camera_info is older (or newer) than camera_info_max_age_s.
+        """
         with self._info_lock:
             cache = self._infos[side]
             if not cache:
                 return None
-            return cache.get(stamp_ns, cache[max(cache)])
+            if stamp_ns in cache:
+                return cache[stamp_ns]
+            latest = max(cache)
+            info = cache[latest]
+        age_s = abs(stamp_ns - latest) / 1e9
+        if 0 < self._info_max_age_s < age_s:
+            raise _BadInput(f"{self._info_topics[side]}: the latest camera_info is {age_s:.2f} s "
+                            f"away from the image stamp (camera_info_max_age_s "
+                            f"{self._info_max_age_s:g}; 0 accepts any age, for calibration "
+                            "published once)")
+        return info
 
     def _on_pair(self, left: Image, right: Image) -> None:
         self.diagnostics.record_input()
@@ -383,7 +417,7 @@ class StereoNode(Node):
         infos = {side: self._camera_info(side, stamp) for side in ("left", "right")}
         for side, info in infos.items():
             if info is None:
-                raise _BadInput(f"no camera_info received on {side}/camera_info")
+                raise _BadInput(f"no camera_info received on {self._info_topics[side]}")
         try:
             return StereoCamera.from_camera_info(infos["left"], infos["right"])
         except ValueError as exc:

@@ -571,3 +571,30 @@ def test_integer_value_for_a_double_parameter_is_accepted(harness_factory):
     h = harness_factory(backend=FakeBackend(), params={"max_depth": 5, "latency_budget_ms": 80})
     assert h.node.get_parameter("max_depth").value == 5.0
     assert h.node.get_parameter("latency_budget_ms").value == 80.0
+
+
+def test_camera_info_topics_follow_remapped_image_topics(ros):
+    """As image_transport's camera subscriber: remapping only the image topic moves its
+    camera_info along; an explicit camera_info remapping wins."""
+    ns = "/r" + uuid.uuid4().hex[:8]
+    node = StereoNode(backend=FakeBackend(), namespace=ns, context=ros[0], cli_args=[
+        "--ros-args", "-r", "left/image_rect:=/cam/left/image_rect",
+        "-r", "right/image_rect:=/cam/right/image_rect",
+        "-r", "right/camera_info:=/calib/right"])
+    try:
+        assert node._info_topics == {"left": "/cam/left/camera_info", "right": "/calib/right"}
+        assert node.count_subscribers("/cam/left/camera_info") == 1
+    finally:
+        node.destroy_node()
+
+
+def test_stale_camera_info_is_refused_beyond_its_max_age(harness_factory):
+    h = harness_factory(backend=FakeBackend(), params={"camera_info_max_age_s": 0.5})
+    old = h.helper.get_clock().now().to_msg()
+    for side in ("left", "right"):
+        h.pubs[f"{side}/camera_info"].publish(h.info(side, old))
+    time.sleep(1.0)
+    h.publish(infos=False)  # images 1 s after the only camera_info
+    wait_for(lambda: h.last_diag() is not None and h.last_diag().level == DiagnosticStatus.ERROR)
+    assert "away from the image stamp" in h.last_diag().message
+    assert h.got["disparity"] == []
