@@ -20,6 +20,7 @@ encoding, empty or mismatched images, missing camera_info or one without baselin
 ERROR diagnostic and a throttled log; the node keeps running.
 """
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -266,6 +267,12 @@ class StereoNode(Node):
             self._diag_timer = self.create_timer(p["diagnostics_period_s"],
                                                  self.publish_diagnostics,
                                                  callback_group=MutuallyExclusiveCallbackGroup())
+        if "FASTDDS_BUILTIN_TRANSPORTS" not in os.environ and \
+                "fastrtps" in rclpy.get_rmw_implementation_identifier():
+            self.get_logger().info(
+                "Fast DDS with default transports: images over ~0.5 MB from other processes "
+                "mostly do not arrive best-effort; export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA "
+                "for the camera driver and this node (the launch file does it for the node)")
         self.get_logger().info(
             f"ready: backend {self.backend.name} on {self.backend.device}, max disparity "
             f"{self.backend.max_disparity} px, "
