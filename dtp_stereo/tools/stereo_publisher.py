@@ -1,8 +1,9 @@
-"""Publisher process of test_node_crossprocess.py: N camera-sized stereo pairs + camera_info.
+"""Publish N random stereo pairs with camera_info from their own process, as a camera driver.
 
-Usage: python test/crossprocess_publisher.py NAMESPACE N HEIGHT WIDTH
-Publishes best-effort (sensor-data QoS, as camera drivers do) at about 3 Hz once the node's
-subscriptions are matched.
+Usage: python -m dtp_stereo.tools.stereo_publisher NAMESPACE N HEIGHT WIDTH
+Publishes ``NAMESPACE/{left,right}/{image_rect,camera_info}`` best-effort (sensor-data QoS, as
+camera drivers do), rgb8, at about 3 Hz once every topic has a subscriber (10 s at most). Used by
+test/test_node_crossprocess.py and benchmarks/crossprocess_rate.py.
 """
 
 import sys
@@ -25,7 +26,7 @@ cam = StereoCamera(width=w, height=h, fx=0.8 * w, fy=0.8 * w, cx=(w - 1) / 2, cy
 deadline = time.time() + 10
 while time.time() < deadline and min(p.get_subscription_count() for p in pubs.values()) == 0:
     time.sleep(0.05)
-time.sleep(0.5)
+time.sleep(1.0)  # let the transports (TCP for LARGE_DATA) connect
 rng = np.random.default_rng(0)
 for i in range(n):
     stamp = node.get_clock().now().to_msg()
