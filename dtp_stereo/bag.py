@@ -372,7 +372,7 @@ class _Restamper:
 def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None,
              loop: bool = False, *, wait_for_subscribers: float = 1.0, qos_depth: int = 100,
              max_loops: Optional[int] = None, restamp: bool = False,
-             context: Any = None) -> int:
+             clock: bool = False, settle_s: float = 0.5, context: Any = None) -> int:
     """Publish a bag's messages live through rclpy at the recorded rate.
 
     Args:
@@ -388,6 +388,12 @@ def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = Non
             first message with that recorded stamp is published; messages that shared a
             recorded stamp (a stereo pair, its camera_info) share the new one, so exact-time
             synchronizers still pair them and ``receive time - stamp`` is a true latency.
+        clock: publish ``/clock`` (rosgraph_msgs/Clock) with the recorded time of each message
+            before it, as ``ros2 bag play --clock``; nodes with ``use_sim_time`` follow the bag.
+        settle_s: seconds to wait after every publisher has a subscriber, before the first
+            message: a publisher sees a match before the subscriber has finished matching it,
+            and messages sent in between are lost (issue 12 saw 3 to 12 of 12 frames arrive
+            in four runs without a settle time).
         context: rclpy context to publish in (default: the global one).
 
     Returns:
@@ -418,10 +424,17 @@ def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = Non
             qos = QoSProfile(depth=qos_depth, reliability=ReliabilityPolicy.RELIABLE)
             pubs = {c.topic: node.create_publisher(_rclpy_class(c.msgtype), c.topic, qos)
                     for c in conns}
+            clock_pub = None
+            if clock:
+                from rosgraph_msgs.msg import Clock
+
+                clock_pub = node.create_publisher(Clock, "/clock", 10)
             deadline = time.monotonic() + wait_for_subscribers
             while time.monotonic() < deadline and any(
                     p.get_subscription_count() == 0 for p in pubs.values()):
                 time.sleep(0.02)
+            if wait_for_subscribers > 0 and settle_s > 0:
+                time.sleep(settle_s)
             passes = 0
             while True:
                 start_wall, first = time.monotonic(), None
@@ -434,6 +447,10 @@ def play_bag(path: str, rate: float = 1.0, topics: Optional[Sequence[str]] = Non
                         if delay > 0:
                             time.sleep(delay)
                     msg = to_rclpy_message(reader.deserialize(raw, conn.msgtype), conn.msgtype)
+                    if clock_pub is not None:
+                        tick = Clock()
+                        tick.clock.sec, tick.clock.nanosec = divmod(int(stamp), 10**9)
+                        clock_pub.publish(tick)
                     pubs[conn.topic].publish(stamper(msg) if stamper is not None else msg)
                     count += 1
                 passes += 1

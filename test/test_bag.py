@@ -169,7 +169,9 @@ def test_play_bag_publishes_through_rclpy(sample_bag, monkeypatch):
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     expected = _read_all(sample_bag)
     rclpy.init()
-    got = {"img": [], "info": []}
+    from rosgraph_msgs.msg import Clock
+
+    got = {"img": [], "info": [], "clock": []}
     node = rclpy.create_node("test_bag_play_sub")
     executor = SingleThreadedExecutor()
     thread = threading.Thread(target=executor.spin, daemon=True)
@@ -177,11 +179,12 @@ def test_play_bag_publishes_through_rclpy(sample_bag, monkeypatch):
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         node.create_subscription(Image, T["left"], got["img"].append, qos)
         node.create_subscription(CameraInfo, T["right_info"], got["info"].append, qos)
+        node.create_subscription(Clock, "/clock", got["clock"].append, 50)
         executor.add_node(node)
         thread.start()
         t0 = time.monotonic()
         count = play_bag(sample_bag, rate=1.0, topics=[T["left"], T["right_info"]],
-                         wait_for_subscribers=10.0)
+                         wait_for_subscribers=10.0, clock=True)
         assert count == 2 * N
         assert time.monotonic() - t0 >= (N - 1) * 0.1 * 0.9  # recorded 10 Hz pacing
         deadline = time.monotonic() + 5.0
@@ -199,6 +202,9 @@ def test_play_bag_publishes_through_rclpy(sample_bag, monkeypatch):
         np.testing.assert_array_equal(arr.reshape(H, W, 3), fr.left)
     info = got["info"][0]
     assert info.p[3] == pytest.approx(-0.8 * W * BASELINE_M) and list(info.d) == [0.0] * 5
+    # --clock: one /clock tick per message, at the recorded time (use_sim_time follows the bag)
+    ticks = sorted({c.clock.sec * 10**9 + c.clock.nanosec for c in got["clock"]})
+    assert ticks == [fr.stamp_ns for fr in expected]
 
 
 @pytest.mark.ros

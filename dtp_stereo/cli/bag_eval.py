@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dtp_stereo checkpoint (default: the shipped student)")
     parser.add_argument("--onnx", type=Path, default=None, help="exported ONNX file")
     parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"),
-                        default="torch", help="inference backend (default torch)")
+                        default="auto", help="inference backend (default auto, as the node)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")

@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restamp", action="store_true",
                         help="stamp headers with the current time instead of the recorded "
                              "stamps (messages that shared a stamp share the new one)")
+    parser.add_argument("--clock", action="store_true",
+                        help="publish /clock with the recorded time (for use_sim_time nodes)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         count = play_bag(str(args.bag), rate=args.rate, topics=args.topics, loop=args.loop,
-                         wait_for_subscribers=args.wait, restamp=args.restamp)
+                         wait_for_subscribers=args.wait, restamp=args.restamp,
+                         clock=args.clock)
     except (ValueError, FileNotFoundError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
