@@ -93,6 +93,8 @@ PARAMETERS: List[ParamSpec] = [
               (0, 8192, 1)),
     ParamSpec("max_width", 0, "downscale wider images to this width px; 0 = no limit",
               (0, 8192, 1)),
+    ParamSpec("image_bit_depth", 16, "significant bits of mono16/16UC1 images (12 for 12-bit "
+              "sensors: scaled to the full range)", (9, 16, 1)),
     ParamSpec("max_input_megapixels", 8.5, "larger images are refused (bad input) instead of "
               "taking seconds and GBs per frame, Mpx; 0 = no limit", (0.0, 1000.0, 0.0)),
     ParamSpec("approximate_sync", False, "pair left/right images by nearest stamp, not exact"),
@@ -110,6 +112,10 @@ PARAMETERS: List[ParamSpec] = [
               (0.0, 10000.0, 0.0), read_only=False),
     ParamSpec("min_disparity", 0.0, "disparities below this are invalid, px", (0.0, 1000.0, 0.0),
               read_only=False),
+    ParamSpec("confidence_threshold", 0.0, "pixels whose confidence is below this are invalid "
+              "in every output; 0 = off", (0.0, 1.0, 0.0), read_only=False),
+    ParamSpec("keep_left_band", False, "keep estimates in the left band x < d, where the match "
+              "lies outside the right image (invalid by default)", read_only=False),
     ParamSpec("publish_depth", True, "publish depth (32FC1 metres)", read_only=False),
     ParamSpec("publish_confidence", True, "publish confidence (32FC1) when the model has one",
               read_only=False),
@@ -119,7 +125,7 @@ PARAMETERS: List[ParamSpec] = [
 LIVE_PARAMETERS = tuple(p.name for p in PARAMETERS if not p.read_only)
 UNLIMITED_SLOP_S = 1e6  # "no tolerance limit" for approximate sync, seconds
 _OUTPUT_OPTION_NAMES = ("min_disparity", "max_depth", "use_color", "publish_depth",
-                        "publish_confidence")
+                        "publish_confidence", "confidence_threshold", "keep_left_band")
 _SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 
 
@@ -201,6 +207,7 @@ class StereoNode(Node):
                              f"be set together (got {p['input_width']}x{p['input_height']})")
         self._live = {name: p[name] for name in LIVE_PARAMETERS}
         self._max_megapixels = float(p["max_input_megapixels"])
+        self._bit_depth = int(p["image_bit_depth"])
         self._info_max_age_s = float(p["camera_info_max_age_s"])
         self._live_lock = threading.Lock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -433,8 +440,8 @@ class StereoNode(Node):
     def _process(self, left_msg: Image, right_msg: Image, t_in: float) -> None:
         t0 = time.perf_counter()
         try:
-            left = conv.image_msg_to_rgb(left_msg)
-            right = conv.image_msg_to_rgb(right_msg)
+            left = conv.image_msg_to_rgb(left_msg, self._bit_depth)
+            right = conv.image_msg_to_rgb(right_msg, self._bit_depth)
         except conv.ImageConversionError as exc:
             raise _BadInput(f"left/right image_rect: {exc}") from exc
         if left.shape != right.shape:

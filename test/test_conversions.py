@@ -184,3 +184,18 @@ def test_disparity_output_range_is_d_minus_one_scaled():
     for bad in ((0, 1.0), (16, 0.0), (16, float("nan"))):
         with pytest.raises(ValueError, match="disparity_output_range"):
             conv.disparity_output_range(*bad)
+
+
+def test_twelve_bit_mono16_is_scaled_to_the_full_range():
+    """A 12-bit sensor in mono16 tops out at 4095; with image_bit_depth 12 that is white."""
+    img = np.array([[0, 2048, 4095, 5000]], dtype=np.uint16)
+    msg = conv.numpy_to_image_msg(img, "mono16")
+    full = conv.image_msg_to_rgb(msg)
+    np.testing.assert_array_equal(full[..., 0], img)  # 16 bits: as is
+    scaled = conv.image_msg_to_rgb(msg, bit_depth=12)
+    np.testing.assert_array_equal(scaled[0, :, 0], [0, 2048 * 65535 // 4095, 65535, 65535])
+    assert scaled.dtype == np.uint16 and scaled.shape == (1, 4, 3)
+    u8 = conv.numpy_to_image_msg(np.full((2, 2), 200, np.uint8), "mono8")
+    assert (conv.image_msg_to_rgb(u8, bit_depth=12) == 200).all()  # 8-bit: unchanged
+    with pytest.raises(ValueError, match="bit_depth"):
+        conv.image_msg_to_rgb(msg, bit_depth=8)

@@ -50,7 +50,11 @@ def test_params_yaml_has_every_declared_parameter_with_its_default():
 def test_live_parameters_are_the_documented_ones():
     live = {name for name, _, read_only in _parameter_table() if not read_only}
     assert live == {"max_depth", "use_color", "publish_depth", "publish_confidence",
-                    "latency_budget_ms", "min_disparity"}
+                    "latency_budget_ms", "min_disparity", "confidence_threshold",
+                    "keep_left_band"}
+    readme = (ROOT / "README.md").read_text()
+    for name in live:  # the README names every live parameter
+        assert f"`{name}`" in readme, name
 
 
 def test_parameter_table_matches_imported_module():

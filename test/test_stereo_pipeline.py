@@ -98,16 +98,16 @@ def test_disparity_message_applies_doffs_to_values_and_range():
     camera = StereoCamera(width=64, height=32, fx=50.0, fy=50.0, cx=30.0, cy=15.5,
                           cx_right=32.5, baseline=0.1)  # doffs = 2.5 px
     d = np.full((32, 64), 5.0, np.float32)
-    d[0, 0] = -1.0  # invalid (below min)
+    d[0, 10] = -1.0  # invalid (below min)
     res = _result(d, camera)
-    msg = disparity_message(res, SimpleNamespace(frame_id="f"), 0.0, PLAIN)
+    msg = disparity_message(res, SimpleNamespace(frame_id="f"), OutputOptions(), PLAIN)
     values = _image(msg.image)
-    assert values[1, 1] == pytest.approx(7.5)
+    assert values[1, 10] == pytest.approx(7.5)
     assert msg.min_disparity == pytest.approx(2.5)
     assert msg.max_disparity == pytest.approx(res.max_disparity + 2.5)
-    assert values[0, 0] < msg.min_disparity
-    assert msg.f * msg.t / values[1, 1] == pytest.approx(50.0 * 0.1 / 7.5)
-    nocam = disparity_message(_result(d, None), SimpleNamespace(), 0.0, PLAIN)
+    assert values[0, 10] < msg.min_disparity and values[0, 0] < msg.min_disparity  # band
+    assert msg.f * msg.t / values[1, 10] == pytest.approx(50.0 * 0.1 / 7.5)
+    nocam = disparity_message(_result(d, None), SimpleNamespace(), OutputOptions(), PLAIN)
     assert (nocam.f, nocam.t, nocam.min_disparity) == (0.0, 0.0, 0.0)
 
 
@@ -120,8 +120,8 @@ def test_output_messages_follow_options_and_wanted_topics():
     msgs = output_messages(res, header, left, OutputOptions(min_disparity=1.0), classes=PLAIN)
     assert set(msgs) == set(OUTPUT_TOPICS)
     assert all(m.header is header for m in msgs.values())
-    shown = _image(msgs["disparity/image"])
-    assert np.isnan(shown[:, :4]).all() and (shown[:, 4:] == 10.0).all()
+    shown = _image(msgs["disparity/image"])  # x < 10: left band, no match in the right view
+    assert np.isnan(shown[:, :10]).all() and (shown[:, 10:] == 10.0).all()
     depth = _image(msgs["depth"])
     assert np.isnan(depth[:, :4]).all()
     assert depth[0, 10] == pytest.approx(50.0 * 0.1 / 10.0)  # 0.5 m
@@ -147,13 +147,29 @@ def test_disparities_at_the_range_cap_are_invalid_everywhere():
     reported as valid far-too-far depth."""
     res0 = _result(np.zeros((32, 64), np.float32))
     d = np.full((32, 64), 10.0, np.float32)
-    d[:, 0] = res0.max_disparity  # at the cap (31 px for D = 32)
-    d[:, 1] = res0.max_disparity - 0.5  # within one network pixel of it
-    d[:, 2] = res0.max_disparity - 1.5  # measurable
+    d[:, 40] = res0.max_disparity  # at the cap (31 px for D = 32)
+    d[:, 41] = res0.max_disparity - 0.5  # within one network pixel of it
+    d[:, 42] = res0.max_disparity - 1.5  # measurable
     res = _result(d)
     msgs = output_messages(res, SimpleNamespace(), _pair()[0], classes=PLAIN)
     depth = _image(msgs["depth"])
-    assert np.isnan(depth[:, :2]).all() and np.isfinite(depth[:, 2:]).all()
+    assert np.isnan(depth[:, 40:42]).all() and np.isfinite(depth[:, 42:]).all()
     values = _image(msgs["disparity"].image)
-    assert (values[:, :2] < msgs["disparity"].min_disparity).all()
-    assert values[0, 2] == pytest.approx(res0.max_disparity - 1.5)
+    assert (values[:, 40:42] < msgs["disparity"].min_disparity).all()
+    assert values[0, 42] == pytest.approx(res0.max_disparity - 1.5)
+
+
+def test_left_band_and_low_confidence_pixels_are_invalid():
+    d = np.full((32, 64), 10.0, np.float32)  # columns 0..9 have their match left of the image
+    conf = np.full((32, 64), 0.9, np.float32)
+    conf[:, 40:] = 0.2
+    res = _result(d, confidence=conf)
+    depth = _image(output_messages(res, SimpleNamespace(), None,
+                                   OutputOptions(confidence_threshold=0.5),
+                                   wanted=lambda t: t == "depth", classes=PLAIN)["depth"])
+    assert np.isnan(depth[:, :10]).all() and np.isnan(depth[:, 40:]).all()
+    assert np.isfinite(depth[:, 10:40]).all()
+    kept = _image(output_messages(res, SimpleNamespace(), None,
+                                  OutputOptions(keep_left_band=True),
+                                  wanted=lambda t: t == "depth", classes=PLAIN)["depth"])
+    assert np.isfinite(kept).all()

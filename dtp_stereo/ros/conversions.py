@@ -115,17 +115,26 @@ def image_msg_to_numpy(msg: Any) -> np.ndarray:
     return arr
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, bit_depth: int = 16) -> np.ndarray:
     """Convert a camera image to H×W×3 RGB (uint8 or uint16) for the network.
 
     Mono images are replicated to 3 channels. 32FC1 is rejected: it is not a camera image.
+    ``bit_depth`` (9..16) is the number of significant bits of 16-bit images (12 for most
+    12-bit sensors, whose values stop at 4095): they are scaled up to the full 16-bit range, so
+    that the network sees the same brightness as from an 8-bit camera. 8-bit images ignore it.
 
     Raises:
         UnsupportedEncodingError, ImageConversionError: as :func:`image_msg_to_numpy`.
+        ValueError: ``bit_depth`` outside 9..16.
     """
+    if not 9 <= int(bit_depth) <= 16:
+        raise ValueError(f"image_msg_to_rgb: bit_depth must be in 9..16, got {bit_depth}")
     if str(msg.encoding) == "32FC1":
         raise UnsupportedEncodingError("32FC1")
     arr = image_msg_to_numpy(msg)
+    if arr.dtype == np.uint16 and bit_depth < 16:
+        top = (1 << int(bit_depth)) - 1
+        arr = (np.minimum(arr, top).astype(np.uint32) * 65535 // top).astype(np.uint16)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     return np.ascontiguousarray(arr)

@@ -16,6 +16,11 @@ point nearer than ``f·T / max_disparity`` comes out at (or just below) the cap,
 Disparities within one network pixel of the cap (above ``result.max_disparity - scale``) are
 therefore invalid in every output, as those below ``min_disparity`` are
 (:func:`saturated`); the node reports the nearest measurable depth in its diagnostics.
+
+Also invalid (:func:`invalid_mask`): the left band where a pixel's match would lie outside the
+right image (column ``x < d``; the network guesses there from context, block matchers such as
+stereo_image_proc leave it empty) unless ``keep_left_band``, and pixels whose confidence is
+below ``confidence_threshold`` (as Isaac ROS ESS's threshold).
 """
 
 from dataclasses import dataclass
@@ -28,7 +33,7 @@ from dtp_stereo.ros import conversions as conv
 from dtp_stereo.ros.geometry import depth_to_points, disparity_to_depth
 
 __all__ = ["OUTPUT_TOPICS", "MessageClasses", "OutputOptions", "disparity_message",
-           "output_messages", "saturated"]
+           "invalid_mask", "output_messages", "saturated"]
 
 OUTPUT_TOPICS = ("disparity", "points2", "disparity/image", "disparity/color", "depth",
                  "confidence")
@@ -55,6 +60,8 @@ class OutputOptions:
         use_color: add rgb from the left image to points2.
         publish_depth: build ``depth``.
         publish_confidence: build ``confidence`` when the model gives one.
+        confidence_threshold: pixels whose confidence (0..1) is below it are invalid; 0 = off.
+        keep_left_band: keep the estimates where ``x < d`` (no match in the right image).
     """
 
     min_disparity: float = 0.0
@@ -62,6 +69,8 @@ class OutputOptions:
     use_color: bool = True
     publish_depth: bool = True
     publish_confidence: bool = True
+    confidence_threshold: float = 0.0
+    keep_left_band: bool = False
 
 
 def _everything(topic: str) -> bool:
@@ -74,23 +83,40 @@ def saturated(result: Any) -> np.ndarray:
         return result.disparity > result.max_disparity - float(result.frame.scale)
 
 
-def _capped(result: Any) -> np.ndarray:
-    """The result's disparity with saturated pixels set to NaN (invalid everywhere)."""
-    cap = saturated(result)
-    if not cap.any():
+def invalid_mask(result: Any, options: OutputOptions) -> np.ndarray:
+    """H×W bool: pixels no output reports (besides those below ``min_disparity``):
+    saturated ones, the left band ``x < d`` (unless ``keep_left_band``) and those below
+    ``confidence_threshold``."""
+    mask = saturated(result)
+    d = result.disparity
+    if not options.keep_left_band:
+        columns = np.arange(d.shape[1], dtype=np.float32)[None, :]
+        with np.errstate(invalid="ignore"):
+            mask |= columns < d
+    if options.confidence_threshold > 0 and result.confidence is not None:
+        mask |= result.confidence < np.float32(options.confidence_threshold)
+    return mask
+
+
+def _valid_only(result: Any, options: OutputOptions) -> np.ndarray:
+    """The result's disparity with :func:`invalid_mask` pixels set to NaN."""
+    mask = invalid_mask(result, options)
+    if not mask.any():
         return result.disparity
-    return np.where(cap, np.float32(np.nan), result.disparity).astype(np.float32)
+    return np.where(mask, np.float32(np.nan), result.disparity).astype(np.float32)
 
 
-def disparity_message(result: Any, header: Any, min_disparity: float = 0.0,
+def disparity_message(result: Any, header: Any, options: Optional[OutputOptions] = None,
                       classes: MessageClasses = MessageClasses()) -> Any:
     """The ``stereo_msgs/DisparityImage`` of a result (see the module's offset convention).
 
     Without a camera (``result.camera is None``) ``f`` and ``T`` are 0 and no offset applies.
     """
+    options = options or OutputOptions()
+    min_disparity = float(options.min_disparity)
     camera = result.camera
     off = float(camera.doffs) if camera is not None else 0.0
-    disparity = _capped(result)
+    disparity = _valid_only(result, options)
     disparity = disparity + np.float32(off) if off else disparity
     return conv.build_disparity_image(
         disparity, header, f=camera.fx if camera is not None else 0.0,
@@ -123,10 +149,10 @@ def output_messages(result: Any, header: Any, left_rgb: Optional[np.ndarray] = N
     ``points2`` and ``depth`` need ``result.camera``; without one they are left out.
     """
     min_d = float(options.min_disparity)
-    disparity = _capped(result)
+    disparity = _valid_only(result, options)
     msgs: Dict[str, Any] = {}
     if wanted("disparity"):
-        msgs["disparity"] = disparity_message(result, header, min_d, classes)
+        msgs["disparity"] = disparity_message(result, header, options, classes)
     if wanted("disparity/image"):
         with np.errstate(invalid="ignore"):
             shown = np.where(disparity >= min_d, disparity, np.float32(np.nan)).astype(np.float32)
