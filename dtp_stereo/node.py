@@ -39,7 +39,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
-from dtp_stereo.backends import BackendOptions
+from dtp_stereo.backends import BackendError, BackendOptions
+from dtp_stereo.checkpoint import CheckpointError
 from dtp_stereo.pipeline import StereoPipeline
 from dtp_stereo.preprocess import StereoPreprocessor
 from dtp_stereo.ros import conversions as conv
@@ -530,7 +531,12 @@ def main(args: Optional[List[str]] = None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = StereoNode()
+        try:
+            node = StereoNode()
+        except (BackendError, CheckpointError, OSError, ValueError) as exc:
+            # a bad checkpoint, backend or parameter: one clear line, not a traceback
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"start-up failed: {exc}")
+            raise SystemExit(1) from None
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

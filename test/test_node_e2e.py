@@ -598,3 +598,22 @@ def test_stale_camera_info_is_refused_beyond_its_max_age(harness_factory):
     wait_for(lambda: h.last_diag() is not None and h.last_diag().level == DiagnosticStatus.ERROR)
     assert "away from the image stamp" in h.last_diag().message
     assert h.got["disparity"] == []
+
+
+@pytest.mark.parametrize("params, text", [
+    (["-p", "checkpoint:=/nonexistent/model.pt"], "/nonexistent/model.pt"),
+    (["-p", "backend:=tpu"], "backend must be one of"),
+    (["-p", "input_width:=640"], "must be set together"),
+])
+def test_start_up_failures_end_in_one_clear_line(params, text):
+    """issue 12: no AttributeError from a half-built node, no bare traceback; exit code 1."""
+    import subprocess
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(100 + uuid.uuid4().int % 100))
+    proc = subprocess.run([sys.executable, "-c", "from dtp_stereo.node import main; main()",
+                           "--ros-args", *params], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "start-up failed" in out and text in out, out
+    assert "Traceback" not in out and "AttributeError" not in out, out

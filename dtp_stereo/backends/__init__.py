@@ -6,6 +6,7 @@ Backend modules import their heavy dependency (onnxruntime, tensorrt) only when 
 import dataclasses
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
@@ -102,6 +103,9 @@ def create_backend(name: str, checkpoint: Optional[str] = None, *, onnx: Optiona
     input_size, engine_cache_dir = opts.input_size, opts.engine_cache_dir
     if checkpoint is None and onnx is None:
         raise BackendError(f"backend {name!r} needs a checkpoint or an ONNX file")
+    for label, path in (("checkpoint", checkpoint), ("ONNX file", onnx)):
+        if path is not None and not os.path.isfile(path):
+            raise BackendError(f"backend {name}: {label} {path} does not exist")
     if head and onnx is not None and name != "torch":
         _LOG.warning("head %r ignored: the given ONNX file %s has its head baked in "
                      "(export the checkpoint with that head instead)", head, onnx)
