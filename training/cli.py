@@ -9,6 +9,8 @@ Usage::
                        (photo texture bank for the photo_layers / single_image datasets)
     dtp-train quantize --onnx IN.onnx --output OUT.onnx [--calib-samples N] [--compare [N]]
                        [--json OUT.json]          (INT8 post-training quantization, see --help)
+    dtp-train adapt --checkpoint C (--pairs DIR | --bag PATH --left T --right T) --output OUT.pt
+                    [--onnx OUT.onnx] [--steps N] ...   (adapt to a camera without GT, --help)
     torchrun --nproc_per_node 2 -m training.cli --config ...   (data-parallel training)
 """
 
@@ -94,6 +96,79 @@ def _textures(argv: Sequence[str]) -> int:
     return 0 if manifest["counts"]["kept"] else 1
 
 
+def _adapt_parser() -> argparse.ArgumentParser:
+    from training.adapt import AdaptCfg
+
+    d = AdaptCfg()
+    p = argparse.ArgumentParser(
+        prog="dtp-train adapt",
+        description="Adapt a trained student to your own camera without ground truth: "
+        "confidence-filtered SGBM proxy labels, photometric reconstruction, edge-aware "
+        "smoothness and an anchor to the starting model (training/adapt.py). The output is an "
+        "ordinary checkpoint of the same architecture and widths.")
+    p.add_argument("--checkpoint", required=True,
+                   help="starting checkpoint (file or operating-point name, e.g. default)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", type=Path, help="folder with left/NAME and right/NAME images")
+    src.add_argument("--bag", type=Path, help="rosbag2 with the two image topics")
+    p.add_argument("--left", default="/left/image_rect", help="left image topic (--bag)")
+    p.add_argument("--right", default="/right/image_rect", help="right image topic (--bag)")
+    p.add_argument("--max-pairs", type=int, default=None, help="use at most N pairs")
+    p.add_argument("--output", type=Path, required=True, help="adapted checkpoint to write")
+    p.add_argument("--onnx", type=Path, default=None, help="also export it to this ONNX file")
+    p.add_argument("--force", action="store_true", help="overwrite --output / --onnx")
+    p.add_argument("--resume", action="store_true", help="continue a cut run of these settings")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (%(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (%(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(%(default)s)")
+    p.add_argument("--crop", default=f"{d.crop[0]}x{d.crop[1]}", help="HxW crops (%(default)s)")
+    p.add_argument("--max-width", type=int, default=d.max_width,
+                   help="scale wider images down to this width first, px (%(default)s)")
+    p.add_argument("--proxy", choices=("sgbm", "none"), default=d.proxy,
+                   help="proxy-label source (%(default)s)")
+    for name in ("proxy", "photometric", "smoothness", "anchor"):
+        p.add_argument(f"--{name}-weight", type=float, default=getattr(d, f"{name}_weight"),
+                       help=f"weight of the {name} loss, 0 = off (%(default)s)")
+    p.add_argument("--lr-check-px", type=float, default=d.lr_check_px,
+                   help="left-right consistency of the proxy labels, px (%(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (%(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _adapt(argv: Sequence[str]) -> int:
+    """``dtp-train adapt``: adapt, print the summary as JSON."""
+    import torch
+
+    from dtp_stereo.assets import resolve_model
+    from dtp_stereo.checkpoint import CheckpointError
+    from dtp_stereo.preprocess import SizeError, parse_size
+    from training.adapt import (AdaptCfg, AdaptError, adapt, load_bag_pairs,
+                                load_folder_pairs)
+
+    args = _adapt_parser().parse_args(argv)
+    try:
+        cfg = AdaptCfg(steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                       crop=parse_size(args.crop), max_width=args.max_width, proxy=args.proxy,
+                       proxy_weight=args.proxy_weight, photometric_weight=args.photometric_weight,
+                       smoothness_weight=args.smoothness_weight,
+                       anchor_weight=args.anchor_weight, lr_check_px=args.lr_check_px,
+                       seed=args.seed)
+        checkpoint = resolve_model(args.checkpoint)
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        pairs = (load_folder_pairs(args.pairs, args.max_pairs) if args.pairs is not None else
+                 load_bag_pairs(args.bag, args.left, args.right, args.max_pairs))
+        summary = adapt(checkpoint, pairs, args.output, cfg, onnx=args.onnx, force=args.force,
+                        resume=args.resume, progress=not args.quiet)
+    except (AdaptError, SizeError, CheckpointError, FileNotFoundError) as exc:
+        print(f"dtp-train adapt: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _split_stages(text: Optional[str]) -> Optional[List[str]]:
     if text is None:
         return None
@@ -122,6 +197,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if written else 1
     if argv and argv[0] == "textures":
         return _textures(argv[1:])
+    if argv and argv[0] == "adapt":
+        return _adapt(argv[1:])
     args = _train_parser().parse_intermixed_args(argv)  # options may follow overrides
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

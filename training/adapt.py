@@ -1,0 +1,431 @@
+"""``dtp-train adapt``: adapt a trained student to the user's own camera, without ground truth.
+
+Data: stereo pairs from a folder (``DIR/left/NAME`` and ``DIR/right/NAME``, matched by file
+name) or from a rosbag2 (two image topics, exact stamps). Losses, each switchable (weight 0):
+
+- **proxy** -- confidence-filtered labels from OpenCV SGBM (Tonioni et al., ICCV 2017:
+  "Unsupervised adaptation for deep stereo"): SGBM's own uniqueness test and speckle filter,
+  plus an explicit left-right consistency check (the right-view SGBM disparity, warped, must
+  agree within ``lr_check_px``); L1 on the pixels that pass, weighted by that confidence.
+- **photometric** -- the left image rebuilt from the right one warped by the predicted
+  disparity, ``0.85·(1 - SSIM)/2 + 0.15·L1`` (Godard et al., CVPR 2017; MADNet, CVPR 2019),
+  on pixels whose match lies inside the right image and where the warp explains the left image
+  better than the unwarped right image (Monodepth2's auto-mask: occlusions and textureless
+  areas do not pull the disparity).
+- **smoothness** -- edge-aware first-order smoothness of the mean-normalised disparity.
+- **anchor** -- L1 to the disparity of the frozen starting model on the same crops
+  (distillation from the starting point, so the network does not forget how to match).
+
+Defaults work without tuning: low learning rate (5e-5), BatchNorm statistics frozen (tiny
+batches of one camera would skew them), crops of 256×320 of images scaled to at most 640 px
+wide. The output is an ordinary checkpoint of the same architecture and widths (a pruned
+student stays pruned) with the adaptation in its provenance (data hashes and counts, settings).
+"""
+
+import copy
+import hashlib
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dtp_stereo.baselines import sgbm_disparity
+from dtp_stereo.checkpoint import load_model, read_torch_file, save_checkpoint
+from dtp_stereo.files import atomic_path
+from dtp_stereo.preprocess import image_to_tensor
+
+__all__ = ["AdaptCfg", "AdaptError", "StereoPairs", "adapt", "load_bag_pairs",
+           "load_folder_pairs", "photometric_loss", "proxy_labels", "smoothness_loss",
+           "warp_right_to_left"]
+
+_LOG = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+
+
+class AdaptError(ValueError):
+    """Unusable adaptation input or settings; the message names the file, topic or option."""
+
+
+@dataclass(frozen=True)
+class AdaptCfg:
+    """Settings of one adaptation run (defaults work without tuning)."""
+
+    steps: int = 300  # optimisation steps
+    lr: float = 5e-5  # AdamW learning rate (constant)
+    batch_size: int = 2  # crops per step
+    crop: Tuple[int, int] = (256, 320)  # (H, W) of the random crops, pixels (smaller: whole)
+    max_width: int = 640  # images wider than this are scaled down first (aspect kept), px
+    proxy: str = "sgbm"  # proxy labels: "sgbm" or "none"
+    proxy_weight: float = 1.0
+    photometric_weight: float = 1.0
+    smoothness_weight: float = 0.1
+    anchor_weight: float = 1.0  # L1 to the frozen starting model (anti-forgetting)
+    lr_check_px: float = 1.0  # left-right consistency of the SGBM labels, pixels
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50  # resume state every N steps
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.proxy not in ("sgbm", "none"):
+            raise AdaptError(f"adapt: proxy must be sgbm or none, got {self.proxy!r}")
+        weights = (self.proxy_weight, self.photometric_weight, self.smoothness_weight,
+                   self.anchor_weight)
+        if min(weights) < 0 or (self.proxy_weight if self.proxy == "sgbm" else 0) \
+                + self.photometric_weight <= 0:
+            raise AdaptError("adapt: weights must be >= 0, and the proxy or the photometric "
+                             "loss must be on (something has to teach the network the scene)")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.max_width < 32:
+            raise AdaptError("adapt: steps and batch_size must be >= 1, lr > 0, max_width >= 32")
+
+
+@dataclass
+class StereoPairs:
+    """Adaptation pairs: H×W×3 uint8 RGB, all the same size; ``names`` for messages."""
+
+    names: List[str]
+    left: List[np.ndarray]
+    right: List[np.ndarray]
+    source: Dict[str, Any]  # where they came from (folder / bag and topics)
+
+    def digests(self) -> List[str]:
+        """SHA-256 (first 16 hex digits) of each pair's pixels, for the provenance."""
+        out = []
+        for left, right in zip(self.left, self.right):
+            h = hashlib.sha256(np.ascontiguousarray(left).tobytes())
+            h.update(np.ascontiguousarray(right).tobytes())
+            out.append(h.hexdigest()[:16])
+        return out
+
+
+# ------------------------------------------------------------------------------------- data
+def _check_sizes(names: Sequence[str], left: Sequence[np.ndarray],
+                 right: Sequence[np.ndarray], where: str) -> None:
+    for name, a, b in zip(names, left, right):
+        if a.shape != b.shape:
+            raise AdaptError(f"{where}: pair {name!r}: left is {a.shape[1]}x{a.shape[0]}, right "
+                             f"is {b.shape[1]}x{b.shape[0]}")
+    sizes = {a.shape[:2] for a in left}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{name} {a.shape[1]}x{a.shape[0]}" for name, a in zip(names, left))
+        raise AdaptError(f"{where}: pairs have different sizes ({listed}); adapt on one camera "
+                         "at one resolution")
+
+
+def load_folder_pairs(folder: Path, max_pairs: Optional[int] = None) -> StereoPairs:
+    """Pairs ``folder/left/NAME`` + ``folder/right/NAME`` (same file name).
+
+    Raises:
+        AdaptError: missing sub-folders, names without a partner (listed), undecodable files
+            or sizes that differ (named).
+    """
+    from dtp_stereo.data.formats import read_image_rgb
+
+    folder = Path(folder)
+    sides = {s: folder / s for s in ("left", "right")}
+    for side, path in sides.items():
+        if not path.is_dir():
+            raise AdaptError(f"adapt --pairs {folder}: no folder {path} (expected "
+                             f"{folder}/left/NAME and {folder}/right/NAME)")
+    files = {s: {p.name: p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+             for s, path in sides.items()}
+    pairs_of_sides = (("left", "right"), ("right", "left"))
+    only = {s: sorted(set(files[s]) - set(files[o])) for s, o in pairs_of_sides}
+    if only["left"] or only["right"]:
+        raise AdaptError(f"adapt --pairs {folder}: unmatched file names: only in left/ "
+                         f"{only['left'][:5]}, only in right/ {only['right'][:5]}")
+    names = sorted(files["left"])[:max_pairs]
+    if not names:
+        raise AdaptError(f"adapt --pairs {folder}: no images in {sides['left']}")
+    left, right = [], []
+    for name in names:
+        for side, bucket in (("left", left), ("right", right)):
+            try:
+                bucket.append(read_image_rgb(files[side][name]))
+            except (OSError, ValueError) as exc:
+                raise AdaptError(f"adapt: cannot read {files[side][name]}: {exc}") from None
+    _check_sizes(names, left, right, f"adapt --pairs {folder}")
+    return StereoPairs(names, left, right, {"kind": "folder", "path": str(folder)})
+
+
+def load_bag_pairs(path: Path, left_topic: str, right_topic: str,
+                   max_pairs: Optional[int] = None) -> StereoPairs:
+    """Pairs of a rosbag2's two image topics with identical stamps (mono is made RGB).
+
+    Raises:
+        AdaptError: no bag, a topic missing (the bag's topics are listed), undecodable images,
+            no synchronized pair (stamps never equal), or sizes that differ.
+    """
+    from dtp_stereo.bag import read_stereo_pairs
+    from dtp_stereo.ros.conversions import ImageConversionError
+
+    names, left, right = [], [], []
+    try:
+        for frame in read_stereo_pairs(str(path), left_topic, right_topic):
+            l_img, r_img = (np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a
+                            for a in (frame.left, frame.right))
+            if l_img.dtype != np.uint8:
+                l_img, r_img = ((a >> 8).astype(np.uint8) if a.dtype == np.uint16 else
+                                np.clip(a * 255.0, 0, 255).astype(np.uint8)
+                                for a in (l_img, r_img))
+            names.append(f"stamp {frame.stamp_ns}")
+            left.append(l_img)
+            right.append(r_img)
+            if max_pairs is not None and len(names) >= max_pairs:
+                break
+    except FileNotFoundError as exc:
+        raise AdaptError(f"adapt --bag: {exc}") from None
+    except ImageConversionError as exc:
+        raise AdaptError(f"adapt --bag {path}: undecodable image: {exc}") from None
+    except ValueError as exc:  # a topic not in the bag (listed)
+        raise AdaptError(f"adapt --bag: {exc}") from None
+    if not names:
+        raise AdaptError(f"adapt --bag {path}: no synchronized pairs on {left_topic} and "
+                         f"{right_topic} (their header stamps never match exactly)")
+    _check_sizes(names, left, right, f"adapt --bag {path}")
+    return StereoPairs(names, left, right, {"kind": "bag", "path": str(path),
+                                            "topics": [left_topic, right_topic]})
+
+
+def _downscale(pairs: StereoPairs, max_width: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    h, w = pairs.left[0].shape[:2]
+    if w <= max_width:
+        return pairs.left, pairs.right
+    size = (max_width, max(1, round(h * max_width / w)))
+    return ([cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in pairs.left],
+            [cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in pairs.right])
+
+
+# ----------------------------------------------------------------------------------- losses
+def proxy_labels(left: np.ndarray, right: np.ndarray, max_disparity: int,
+                 lr_check_px: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """SGBM disparity and a 0/1 confidence (H×W float32 each) for one uint8 RGB pair.
+
+    Confident: SGBM matched the pixel (uniqueness ratio 10, speckle filter, ``disp12MaxDiff``
+    1) and the right-view disparity at the match agrees within ``lr_check_px`` pixels.
+    """
+    disp_l = sgbm_disparity(left, right, max_disparity, fill=False)
+    # the right view's disparity: SGBM on the mirrored pair, mirrored back
+    disp_r = sgbm_disparity(np.ascontiguousarray(right[:, ::-1]),
+                            np.ascontiguousarray(left[:, ::-1]), max_disparity, fill=False)
+    disp_r = disp_r[:, ::-1]
+    h, w = disp_l.shape
+    xs = np.arange(w, dtype=np.float32)[None, :].repeat(h, 0)
+    target = np.round(xs - np.nan_to_num(disp_l, nan=-1e6)).astype(np.int64)
+    inside = (target >= 0) & (target < w) & np.isfinite(disp_l)
+    rows = np.arange(h)[:, None].repeat(w, 1)
+    back = np.full((h, w), np.nan, np.float32)
+    back[inside] = disp_r[rows[inside], target[inside]]
+    with np.errstate(invalid="ignore"):
+        ok = inside & np.isfinite(back) & (np.abs(back - disp_l) <= lr_check_px) \
+            & (disp_l < max_disparity)
+    return np.where(ok, disp_l, 0.0).astype(np.float32), ok.astype(np.float32)
+
+
+def warp_right_to_left(right: Tensor, disparity: Tensor) -> Tuple[Tensor, Tensor]:
+    """The right image (B×C×H×W) sampled at ``x - d`` (d: B×H×W, pixels): the left view as the
+    right camera saw it, and a B×H×W mask of pixels whose match lies inside the right image."""
+    b, _, h, w = right.shape
+    xs = torch.arange(w, dtype=right.dtype, device=right.device).view(1, 1, w).expand(b, h, w)
+    ys = torch.arange(h, dtype=right.dtype, device=right.device).view(1, h, 1).expand(b, h, w)
+    x_src = xs - disparity
+    grid = torch.stack((2.0 * x_src / max(w - 1, 1) - 1.0, 2.0 * ys / max(h - 1, 1) - 1.0), -1)
+    warped = F.grid_sample(right, grid, mode="bilinear", padding_mode="border",
+                           align_corners=True)
+    return warped, ((x_src >= 0) & (x_src <= w - 1)).to(right.dtype)
+
+
+def _ssim(x: Tensor, y: Tensor) -> Tensor:
+    """Per-pixel SSIM over 3×3 windows (B×C×H×W), as Monodepth."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    pad = nn.functional.pad
+    x, y = pad(x, (1, 1, 1, 1), mode="reflect"), pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x, mu_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
+    sx = F.avg_pool2d(x * x, 3, 1) - mu_x ** 2
+    sy = F.avg_pool2d(y * y, 3, 1) - mu_y ** 2
+    sxy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+    den = (mu_x ** 2 + mu_y ** 2 + c1) * (sx + sy + c2)
+    return torch.clamp(num / den, -1.0, 1.0)
+
+
+def _photo_error(a: Tensor, b: Tensor) -> Tensor:
+    """B×H×W: 0.85·(1 - SSIM)/2 + 0.15·|a - b|, channel mean."""
+    return (0.85 * (1.0 - _ssim(a, b)) / 2.0 + 0.15 * (a - b).abs()).mean(1)
+
+
+def photometric_loss(left: Tensor, right: Tensor, disparity: Tensor) -> Tensor:
+    """Masked reconstruction error of the left view from the warped right view.
+
+    Pixels count where the match lies inside the right image and the warp explains the left
+    image better than the unwarped right image (auto-mask).
+    """
+    warped, inside = warp_right_to_left(right, disparity)
+    error = _photo_error(left, warped)
+    with torch.no_grad():
+        identity = _photo_error(left, right)
+        mask = inside * (error < identity).to(error.dtype)
+    return (error * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def smoothness_loss(disparity: Tensor, image: Tensor) -> Tensor:
+    """Edge-aware smoothness of ``disparity / mean`` (B×H×W) guided by ``image`` (B×3×H×W)."""
+    d = disparity / disparity.mean(dim=(1, 2), keepdim=True).clamp(min=1e-3)
+    dx, dy = (d[:, :, 1:] - d[:, :, :-1]).abs(), (d[:, 1:] - d[:, :-1]).abs()
+    ix = (image[:, :, :, 1:] - image[:, :, :, :-1]).abs().mean(1)
+    iy = (image[:, :, 1:] - image[:, :, :-1]).abs().mean(1)
+    return (dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean()
+
+
+# ------------------------------------------------------------------------------------- loop
+def _freeze_batchnorm(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _crop_box(h: int, w: int, crop: Tuple[int, int], divisor: int,
+              rng: random.Random) -> Tuple[int, int, int, int]:
+    ch = min(crop[0], h) // divisor * divisor
+    cw = min(crop[1], w) // divisor * divisor
+    if ch < divisor or cw < divisor:
+        raise AdaptError(f"adapt: images of {w}x{h} are smaller than the network's divisor "
+                         f"{divisor}")
+    y, x = rng.randint(0, h - ch), rng.randint(0, w - cw)
+    return y, x, ch, cw
+
+
+def _state_path(output: Path) -> Path:
+    return output.with_name(output.name + ".adapt_state.pt")
+
+
+def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = AdaptCfg(), *,
+          onnx: Optional[Path] = None, force: bool = False, resume: bool = False,
+          progress: bool = True, tensorboard: bool = True) -> Dict[str, Any]:
+    """Adapt ``checkpoint`` on ``pairs``; write ``output`` (and ``onnx``). Returns a summary.
+
+    Resume state (``OUTPUT.adapt_state.pt``, every ``checkpoint_every`` steps) lets a cut run
+    continue with ``resume=True``; it is removed when the run finishes.
+
+    Raises:
+        AdaptError: ``output``/``onnx`` exist without ``force``, a resume state of other
+            settings, or unusable images.
+    """
+    from training.trainer import MetricsLog
+
+    output = Path(output)
+    for path in (output, onnx):
+        if path is not None and Path(path).exists() and not force:
+            raise AdaptError(f"adapt: {path} exists; pass --force to overwrite it")
+    model, ckpt = load_model(checkpoint)
+    reference = copy.deepcopy(model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    d_max = int(ckpt.max_disparity)
+    divisor = int(getattr(model, "size_divisor", 16))
+    left_imgs, right_imgs = _downscale(pairs, cfg.max_width)
+    h, w = left_imgs[0].shape[:2]
+    proxies = [proxy_labels(a, b, d_max, cfg.lr_check_px) for a, b in zip(left_imgs, right_imgs)] \
+        if cfg.proxy == "sgbm" and cfg.proxy_weight > 0 else None
+    coverage = (float(np.mean([c.mean() for _, c in proxies])) if proxies else None)
+    settings = asdict(cfg)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.lr, weight_decay=0.0)
+    state_path = _state_path(output)
+    step = 0
+    if resume and state_path.exists():
+        state = read_torch_file(state_path)
+        if state.get("settings") != settings or state.get("data") != pairs.digests():
+            raise AdaptError(f"adapt --resume: {state_path} was written with other settings or "
+                             "data; remove it or run without --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    log = MetricsLog(output.with_name(output.name + ".adapt_log"), True, tensorboard,
+                     resume_step=step if step else None)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="adapt", unit="step", dynamic_ncols=True)
+    model.train()
+    _freeze_batchnorm(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    last: Dict[str, float] = {}
+    try:
+        while step < cfg.steps:
+            rng = random.Random(cfg.seed * 1_000_003 + step)  # per step: resumes are exact
+            picks = [rng.randrange(len(left_imgs)) for _ in range(cfg.batch_size)]
+            y, x, ch, cw = _crop_box(h, w, cfg.crop, divisor, rng)
+            crop = (slice(y, y + ch), slice(x, x + cw))
+            left = torch.cat([image_to_tensor(left_imgs[i][crop]) for i in picks])
+            right = torch.cat([image_to_tensor(right_imgs[i][crop]) for i in picks])
+            pred = model(left, right).disparity
+            terms: Dict[str, Tensor] = {}
+            if proxies is not None:
+                target = torch.stack([torch.from_numpy(proxies[i][0][crop]) for i in picks])
+                conf = torch.stack([torch.from_numpy(proxies[i][1][crop]) for i in picks])
+                terms["proxy"] = ((pred - target).abs() * conf).sum() / conf.sum().clamp(min=1.0)
+            if cfg.photometric_weight > 0:
+                terms["photometric"] = photometric_loss(left, right, pred)
+            if cfg.smoothness_weight > 0:
+                terms["smoothness"] = smoothness_loss(pred, left)
+            if cfg.anchor_weight > 0:
+                with torch.no_grad():
+                    anchor = reference(left, right).disparity
+                terms["anchor"] = (pred - anchor).abs().mean()
+            weights = {"proxy": cfg.proxy_weight, "photometric": cfg.photometric_weight,
+                       "smoothness": cfg.smoothness_weight, "anchor": cfg.anchor_weight}
+            loss = sum(weights[k] * v for k, v in terms.items())
+            optimizer.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+            step += 1
+            last = {"loss": float(loss.detach())}
+            last.update({k: float(v.detach()) for k, v in terms.items()})
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log.log(step, 0, "adapt", last)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}")
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                with atomic_path(state_path) as tmp:
+                    torch.save({"step": step, "model": model.state_dict(),
+                                "optimizer": optimizer.state_dict(), "settings": settings,
+                                "data": pairs.digests()}, tmp)
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    model.eval()
+    provenance = {"stage": "adapt", "parent": str(checkpoint), "adapt": {
+        "settings": settings, "data": {**pairs.source, "pairs": len(pairs.names),
+                                       "size": [int(pairs.left[0].shape[0]),
+                                                int(pairs.left[0].shape[1])],
+                                       "adapted_at": [h, w], "sha256_16": pairs.digests()},
+        "proxy_coverage": coverage, "final_losses": last}}
+    save_checkpoint(output, model, model_name=ckpt.model_name, provenance=provenance)
+    summary = {"output": str(output), "steps": step, "pairs": len(pairs.names),
+               "size": [h, w], "proxy_coverage": coverage, "final_losses": last}
+    if onnx is not None:
+        from dtp_stereo.export import export_onnx
+
+        hp, wp = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+        export_onnx(model, str(onnx), hp, wp, dynamic=True)
+        summary["onnx"] = str(onnx)
+    if state_path.exists():
+        state_path.unlink()
+    if not all(math.isfinite(v) for v in last.values()):
+        _LOG.warning("adapt: the last step's losses were not finite: %s", last)
+    return summary
