@@ -26,6 +26,7 @@ def test_demo_writes_summary_images_and_cloud(tmp_path, monkeypatch, capsys):
     pytest.importorskip("rclpy")
     monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 7) % 200))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as the demo sets it
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("dtpnet", **TINY))
     out = tmp_path / "demo_out"
@@ -39,6 +40,7 @@ def test_demo_writes_summary_images_and_cloud(tmp_path, monkeypatch, capsys):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["head"] == "fast"
+    assert summary["player"].startswith("separate process")  # the cross-process path
     assert summary["frames_published"] == FRAMES and summary["image_size"] == [H, W]
     received = summary["disparity_received"]
     assert 0 < received <= FRAMES

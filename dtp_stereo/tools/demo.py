@@ -2,15 +2,18 @@
 
 Steps: write the synthetic sample bag (exact ground truth) to a temporary folder; start
 :class:`dtp_stereo.node.StereoNode` in-process on a ``SingleThreadedExecutor`` thread; replay
-the bag (stereo pairs, camera_info and ground truth) with :func:`dtp_stereo.bag.play_bag` at the
-recorded rate, restamped with the current time so end-to-end latency (receive time - image
-stamp) is meaningful and the ground truth keeps its frame's stamp; subscribe to ``disparity``,
-``points2``, ``/diagnostics`` and the ground truth; print and save a summary (frames, rate,
+the bag (stereo pairs, camera_info and ground truth) from **another process**
+(``dtp-stereo bag-play``, as a camera driver would publish) at the recorded rate, restamped
+with the current time so end-to-end latency (receive time - image stamp) is meaningful and
+the ground truth keeps its frame's stamp; subscribe to ``disparity``, ``points2``,
+``/diagnostics`` and the ground truth; print and save a summary (frames, rate,
 latency percentiles, EPE/D1 against the ground truth, dropped pairs), colourised disparity PNGs
 and one point cloud (PLY). A one-frame bag played first warms the node up and is not counted.
 
 Everything runs on a private rclpy context in a random ROS domain (``ROS_DOMAIN_ID`` when set)
-so it does not disturb other ROS graphs on the machine.
+so it does not disturb other ROS graphs on the machine. Both processes get
+``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` unless the environment sets it: camera-sized images
+do not cross processes best-effort with Fast DDS defaults (docs/results/crossprocess-rate.json).
 """
 
 import argparse
@@ -154,13 +157,28 @@ def _write_outputs(out_dir: Path, results: List[Any], gt_by_stamp: Dict[int, np.
     return written
 
 
+def _play(bag: str, rate: float, domain: int) -> int:
+    """Replay ``bag`` from a separate process (``dtp-stereo bag-play --restamp``); returns the
+    number of messages it published."""
+    import subprocess
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+    proc = subprocess.run([sys.executable, "-m", "dtp_stereo.cli.main", "bag-play", bag,
+                           "--rate", str(rate), "--wait", "10", "--restamp"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bag-play failed ({proc.returncode}): {proc.stderr[-500:]}")
+    words = proc.stdout.split()
+    return int(words[words.index("published") + 1])
+
+
 def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     """Run the demo; print the summary; return 0 on success."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from dtp_stereo.bag import DEFAULT_TOPICS, play_bag
+    from dtp_stereo.bag import DEFAULT_TOPICS
     from dtp_stereo.tools.sample_bag import write_sample_bag
     from dtp_stereo.metrics import MetricAccumulator, valid_mask
     from dtp_stereo.node import StereoNode
@@ -186,6 +204,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     write_sample_bag(bag_path, n_frames=args.frames, height=height, width=width,
                      rate_hz=args.rate)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 101))
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # before any participant
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     executor = SingleThreadedExecutor(context=context)
@@ -211,7 +230,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
         thread.start()
         _wait(lambda: node.count_subscribers("disparity") > 0, 10.0)
 
-        play_bag(warm_bag, rate=0.0, wait_for_subscribers=10.0, restamp=True, context=context)
+        _play(warm_bag, 0.0, domain)
         if not _wait(lambda: bool(recorder.disparity), 60.0):
             print(f"{PROG}: error: no disparity within 60 s of the warm-up frame",
                   file=sys.stderr)
@@ -220,8 +239,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
         recorder.clear()
         base = node.diagnostics.report().as_dict()
 
-        n_msgs = play_bag(bag_path, rate=1.0, wait_for_subscribers=10.0, restamp=True,
-                          context=context)
+        n_msgs = _play(bag_path, 1.0, domain)
         n_frames = n_msgs // len(DEFAULT_TOPICS)
 
         def settled() -> bool:
@@ -266,6 +284,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
         "backend": node.backend.name, "device": node.backend.device, "checkpoint": checkpoint,
         "head": args.head,
         "image_size": [height, width], "ros_domain_id": domain, "node_start_s": load_s,
+        "player": "separate process (dtp-stereo bag-play --restamp)",
+        "fastdds_builtin_transports": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS"),
         "frames_published": n_frames, "publish_rate_hz": publish_rate,
         "disparity_received": len(received), "points2_received": len(clouds),
         "output_rate_hz": rate,
