@@ -1,6 +1,6 @@
 """Tests of benchmarks/aloe_eval.py on a small fake "Aloe" pair (same file formats)."""
 
-import importlib.util
+import importlib
 import json
 import math
 from pathlib import Path
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _load_script():
-    path = REPO / "benchmarks" / "aloe_eval.py"
-    spec = importlib.util.spec_from_file_location("aloe_eval", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.aloe_eval")
 
 
 @pytest.fixture(scope="module")

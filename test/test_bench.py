@@ -1,6 +1,6 @@
 """Tests of the side-by-side benchmark (dtp_stereo.tools.bench, dtp-stereo bench), conv bound."""
 
-import importlib.util
+import importlib
 import json
 import os
 from pathlib import Path
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_run_benchmark_results_and_ratios():

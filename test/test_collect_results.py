@@ -1,11 +1,9 @@
 """benchmarks/collect_results.py on fake eval outputs."""
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import collect_results  # noqa: E402
+from benchmarks import collect_results
 
 
 def _write(root: Path, run: str, models: dict, sgbm=None) -> None:
