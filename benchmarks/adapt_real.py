@@ -65,6 +65,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=AdaptCfg().steps)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--synthetic", type=int, default=20, help="synthetic test images (forgetting)")
+    p.add_argument("--timing-pairs", type=int, default=0,
+                   help="also time adapt with default settings on N synthetic 640x480 pairs")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -118,7 +120,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             for key, row in tested.items():
                 scores = "  ".join(f"{m} {v['epe']:.2f}/{v['bad_2']:.1f}" for m, v in row.items())
                 print(f"  {key:16s} {scores}", flush=True)
-    report = {"checkpoint": args.checkpoint, "max_disparity": d_max, "steps": args.steps,
+    timing = None
+    if args.timing_pairs:
+        from dtp_stereo.data.synthetic import SyntheticStereo
+
+        gen = SyntheticStereo(height=480, width=640, max_disparity=192, seed=11)
+        with tempfile.TemporaryDirectory(prefix="dtp_adapt_vga_") as tmp:
+            folder = Path(tmp) / "pairs"
+            for side in ("left", "right"):
+                (folder / side).mkdir(parents=True)
+            for i in range(args.timing_pairs):
+                sample = gen.sample(i)
+                for side in ("left", "right"):
+                    cv2.imwrite(str(folder / side / f"{i:04d}.png"), sample[side][:, :, ::-1])
+            t0 = time.perf_counter()
+            adapt(Path(args.checkpoint), load_folder_pairs(folder), Path(tmp) / "vga.pt",
+                  AdaptCfg(steps=args.steps), progress=False, tensorboard=False)
+            timing = {"pairs": args.timing_pairs, "size": [480, 640], "steps": args.steps,
+                      "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"adapt on {args.timing_pairs} VGA pairs: {timing['seconds']:.0f} s", flush=True)
+    report = {"checkpoint": args.checkpoint, "timing_vga": timing, "max_disparity": d_max,
+              "steps": args.steps,
               "settings": AdaptCfg(steps=args.steps).__dict__, "threads": args.threads,
               "synthetic_before": synthetic_before, "synthetic_images": args.synthetic,
               "rows": rows, "note": "real pairs are evaluation data (validation for design "
