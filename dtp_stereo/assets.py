@@ -4,10 +4,11 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Union
 
-# The runtime default: the real-scene recipe's student (D = 192, fast head; docs/results.md,
-# "Real scenes"). models/dtpnet_pruned*.pt are the earlier D = 64 students (claim 4 and the
-# previous default), kept as named operating points.
-DEFAULT_MODEL_NAME = "dtpnet_real.pt"
+# The runtime default: the real-scene recipe's student, distilled then pruned (D = 192, fast
+# head, 0.30 M parameters; docs/results.md, "Real scenes"); its unpruned parent is the larger
+# operating point real_s1. models/dtpnet_pruned*.pt are the earlier D = 64 students (claim 4 and
+# an earlier default), kept as named operating points.
+DEFAULT_MODEL_NAME = "dtpnet_real_pruned.pt"
 PACKAGE = "dtp_stereo"
 
 
@@ -56,9 +57,9 @@ def default_model_path() -> Path:
 # Operating points the node (``checkpoint`` parameter) and the CLIs (``--checkpoint``) select by
 # name instead of a path; each maps to a shipped file in models/ (model cards: models/*.json).
 OPERATING_POINTS: Dict[str, str] = {
-    # the default is the last *finished* stage of the real-scene recipe (stage 1)
-    "default": DEFAULT_MODEL_NAME,  # real-scene student, D = 192, 0.67 M params
-    "real_s1": "dtpnet_real.pt",  # the same file, by its stage name
+    "default": DEFAULT_MODEL_NAME,  # distilled + pruned real-scene student, D = 192, 0.30 M
+    "real_pruned": "dtpnet_real_pruned.pt",  # the same file, by its stage name
+    "real_s1": "dtpnet_real.pt",  # the larger operating point: unpruned stage 1, 0.67 M params
     "real_s2": "dtpnet_real_s2.pt",  # stage 2 cut at 500 of 4000 steps: 256x512, edge refinement
     "legacy_d64": "dtpnet_pruned_fast.pt",  # previous default: pruned, D = 64, 0.27 M params
     "legacy_d64_full": "dtpnet_pruned.pt",  # claim-4 pipeline output (full head), D = 64

@@ -105,5 +105,20 @@ $bin/python benchmarks/real_table.py docs/results/real-default-x*.json \
   --output docs/results/real-targets.json
 $bin/python benchmarks/sgbm_speed.py --model default=models/dtpnet_real.pt --size 480x640 \
   --threads 2 --rounds 5 --output docs/results/sgbm-speed-640x480.json
+# Distill then prune (the runtime default models/dtpnet_real_pruned.pt; about 1.7 h; resumable).
+bash scripts/train_real.sh prune
+bash scripts/finish_prune.sh   # synthetic test, real pairs with SGBM, 640x480 speed
+$bin/python scripts/ship_model.py runs/real_prune/finetune/best.pt \
+  --eval runs/real_prune/eval/results.json --stage finetune --name dtpnet_real_pruned \
+  --stage-dirs runs/real_s1/distill runs/real_prune/finetune \
+  --real docs/results/real-prune-x0.25.json docs/results/real-prune-x0.5.json \
+  docs/results/real-prune-x1.json --speed docs/results/sgbm-speed-640x480-pruned.json
+# Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM.
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 \
+  --output docs/results/adapt-real.json
+# Images across processes (issue 12).
+$bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 --repeats 3 \
+  --output docs/results/crossprocess-rate.json
 # Stage 2 (256x512, edge refinement; resumable across sessions from models/stages/real_s2).
 bash scripts/train_real.sh s2

@@ -4,7 +4,7 @@ Loads the checkpoint (weights_only), re-saves it under ``models/NAME.pt`` with p
 names the run, the eval results and the command, and writes ``models/NAME.json`` (config,
 parameters, MACs at the eval size, test-split metrics).
 
-Optional card sections: ``--stage-dirs`` (the training stage folders this model came through:
+Optional card sections: ``--speed`` (a ``benchmarks/sgbm_speed.py`` JSON), ``--stage-dirs`` (the training stage folders this model came through:
 steps, batch, samples and crop size from each stage's config, wall-clock hours from its
 TensorBoard events) and ``--real`` (``dtp-stereo eval --with-sgbm`` JSONs on real pairs: this
 model's EPE / bad-2 per pair next to SGBM's, same run).
@@ -84,6 +84,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="training stage folders this model came through (card: training)")
     p.add_argument("--real", nargs="*", default=[],
                    help="dtp-stereo eval --with-sgbm JSONs on real pairs (card: real_pairs)")
+    p.add_argument("--speed", default=None,
+                   help="benchmarks/sgbm_speed.py JSON of this model (card: speed)")
     p.add_argument("--description", default=None, help="one-line description for the card")
     args = p.parse_args(argv)
 
@@ -116,6 +118,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         card["training_cpu_core_hours"] = round(2 * hours, 3)  # 2-core machine, both busy
     if args.real:
         card["real_pairs"] = real_summary(args.real)
+    if args.speed:
+        sp = json.loads(Path(args.speed).read_text())
+        card["speed"] = {"size": sp["size"], "backend": sp["backend"],
+                         "threads": sp.get("host", {}).get("threads"),
+                         "ms_per_frame": sp["student_ms"], "sgbm_ms_same_rounds": sp["sgbm_ms"],
+                         "ratio_to_sgbm": sp["ratio_student_over_sgbm"], "report": args.speed}
     (out_dir / f"{args.name}.json").write_text(json.dumps(card, indent=2, default=str))
     print(f"wrote {out_pt} and {out_dir / (args.name + '.json')}")
     return 0
