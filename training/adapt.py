@@ -69,6 +69,10 @@ class AdaptCfg:
     smoothness_weight: float = 0.1
     anchor_weight: float = 1.0  # L1 to the frozen starting model (anti-forgetting)
     lr_check_px: float = 1.0  # left-right consistency of the SGBM labels, pixels
+    # SGBM search range of the proxies, pixels; 0 = fitted per pair: 1.25 x the 99th percentile
+    # of the starting model's disparity, rounded up to 16 (a range of D = 192 on a 320-px-wide
+    # image leaves SGBM almost nothing to match: its left 192 columns are invalid)
+    proxy_range: int = 0
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50  # resume state every N steps
@@ -303,6 +307,30 @@ def _crop_box(h: int, w: int, crop: Tuple[int, int], divisor: int,
     return y, x, ch, cw
 
 
+def _proxy_range(cfg: AdaptCfg, reference: nn.Module, left: np.ndarray, right: np.ndarray,
+                 d_max: int, divisor: int) -> int:
+    """SGBM range of one pair's proxies: ``cfg.proxy_range``, or fitted to the starting model's
+    disparity (1.25 × its 99th percentile, rounded up to 16, at most D)."""
+    if cfg.proxy_range > 0:
+        return min(int(cfg.proxy_range), d_max)
+    from dtp_stereo.pipeline import StereoPipeline
+
+    class _Model:  # the pipeline's backend protocol over the frozen torch model
+        def __init__(self) -> None:
+            self.size_divisor, self.max_disparity, self.input_size = divisor, d_max, None
+
+        def infer(self, a: np.ndarray, b: np.ndarray):
+            from dtp_stereo.backends.base import InferenceResult
+
+            with torch.no_grad():
+                t = [torch.from_numpy(x).permute(2, 0, 1)[None] for x in (a, b)]
+                return InferenceResult(reference(*t).disparity[0].numpy())
+
+    disparity = StereoPipeline(_Model())(left, right)
+    high = float(np.percentile(disparity[np.isfinite(disparity)], 99)) * 1.25
+    return int(min(d_max, max(16, -(-high // 16) * 16)))
+
+
 def _state_path(output: Path) -> Path:
     return output.with_name(output.name + ".adapt_state.pt")
 
@@ -333,8 +361,10 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
     divisor = int(getattr(model, "size_divisor", 16))
     left_imgs, right_imgs = _downscale(pairs, cfg.max_width)
     h, w = left_imgs[0].shape[:2]
-    proxies = [proxy_labels(a, b, d_max, cfg.lr_check_px) for a, b in zip(left_imgs, right_imgs)] \
-        if cfg.proxy == "sgbm" and cfg.proxy_weight > 0 else None
+    proxies = None
+    if cfg.proxy == "sgbm" and cfg.proxy_weight > 0:
+        proxies = [proxy_labels(a, b, _proxy_range(cfg, reference, a, b, d_max, divisor),
+                                cfg.lr_check_px) for a, b in zip(left_imgs, right_imgs)]
     coverage = (float(np.mean([c.mean() for _, c in proxies])) if proxies else None)
     settings = asdict(cfg)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],

@@ -12,7 +12,8 @@ and one point cloud (PLY). A one-frame bag played first warms the node up and is
 
 Everything runs on a private rclpy context in a random ROS domain (``ROS_DOMAIN_ID`` when set)
 so it does not disturb other ROS graphs on the machine. Both processes get
-``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` unless the environment sets it: camera-sized images
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` unless
+the environment sets them: camera-sized images
 do not cross processes best-effort with Fast DDS defaults (docs/results/crossprocess-rate.json).
 """
 
@@ -205,6 +206,9 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
                      rate_hz=args.rate)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 101))
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # before any participant
+    # the demo's graph stays on this machine; without it the player's and the node's
+    # participants did not match here with LARGE_DATA (0 images arrived)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     executor = SingleThreadedExecutor(context=context)
@@ -232,7 +236,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
 
         _play(warm_bag, 0.0, domain)
         if not _wait(lambda: bool(recorder.disparity), 60.0):
-            print(f"{PROG}: error: no disparity within 60 s of the warm-up frame",
+            v = node.diagnostics.report().as_dict()
+            print(f"{PROG}: error: no disparity within 60 s of the warm-up frame (the node "
+                  f"received {v['left_images_in']} left / {v['right_images_in']} right images, "
+                  f"{v['frames_in']} pairs; last error: {v['last_error'] or 'none'})",
                   file=sys.stderr)
             return 1
         time.sleep(0.2)
