@@ -52,7 +52,10 @@ subprocess.run([sys.executable, "-m", "dtp_stereo.tools.stereo_publisher", ns, s
 time.sleep(1.0)
 d = node.diagnostics
 print(json.dumps({"left_images": d.images_in[0], "right_images": d.images_in[1],
-                  "pairs": d.frames_in, "processed": d.frames_out}))
+                  "pairs": d.frames_in, "processed": d.frames_out}), flush=True)
+executor.shutdown()  # a clean shutdown: os._exit alone leaves Fast DDS shared-memory segments
+node.destroy_node()
+rclpy.shutdown(context=context)
 os._exit(0)
 '''
 
