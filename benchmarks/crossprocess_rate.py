@@ -43,7 +43,7 @@ node = StereoNode(backend=Constant(), namespace=ns, context=context)
 executor = SingleThreadedExecutor(context=context)
 executor.add_node(node)
 threading.Thread(target=executor.spin, daemon=True).start()
-env = {k: v for k, v in os.environ.items() if k != "FASTDDS_BUILTIN_TRANSPORTS"}
+env = {k: v for k, v in os.environ.items() if k != "FASTDDS_BUILTIN_TRANSPORTS"}  # the node's env
 if pub_env:
     env["FASTDDS_BUILTIN_TRANSPORTS"] = pub_env
 env["ROS_DOMAIN_ID"] = str(domain)
@@ -63,7 +63,10 @@ os._exit(0)
 def measure(node_env: Optional[str], pub_env: Optional[str], pairs: int, h: int,
             w: int) -> Dict[str, int]:
     """One run in a fresh interpreter (DDS reads the variable when the participant starts)."""
-    env = {k: v for k, v in os.environ.items() if k != "FASTDDS_BUILTIN_TRANSPORTS"}
+    # Both variables are set here, not inherited: with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+    # (which other tools of this repository set) LARGE_DATA lost VGA pairs here (6 and 1 of 10)
+    drop = ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     if node_env:
         env["FASTDDS_BUILTIN_TRANSPORTS"] = node_env
     env["PYTHONPATH"] = str(ROOT)
