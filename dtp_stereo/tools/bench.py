@@ -100,6 +100,15 @@ class BenchJob:
     onnx: Optional[str] = None
     seed: int = 0
 
+    def backend_options(self, device: str = "cpu") -> Any:
+        """The job's :class:`~dtp_stereo.backends.BackendOptions` (the options object that
+        ``create_backend`` and the node use) on ``device``."""
+        from dtp_stereo.backends import BackendOptions
+
+        return BackendOptions(device=device, fp16=self.fp16 and device == "cuda",
+                              threads=self.threads or None, channels_last=self.channels_last,
+                              fuse_bn=self.fuse_bn, compile=self.compile)
+
 
 def parse_model_spec(text: str) -> ModelSpec:
     """Parse a ``--models`` entry.
@@ -182,9 +191,10 @@ def _make_backend(job: BenchJob, model) -> Tuple[Any, str]:
         device = "cuda" if job.backend == "torch-cuda" else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
             raise _Unavailable("torch has no CUDA device here")
-        backend = TorchBackend(model, device=device, fp16=job.fp16 and device == "cuda",
-                               channels_last=job.channels_last, threads=job.threads,
-                               fuse_bn=job.fuse_bn, compile=job.compile)
+        opts = job.backend_options(device)
+        backend = TorchBackend(model, device=opts.device, fp16=opts.fp16,
+                               channels_last=opts.channels_last, threads=opts.threads,
+                               fuse_bn=opts.fuse_bn, compile=opts.compile)
         return backend, device
     if job.onnx is None:
         raise ValueError(f"{job.backend} job for {job.model.label} has no ONNX file")
