@@ -308,25 +308,16 @@ def _crop_box(h: int, w: int, crop: Tuple[int, int], divisor: int,
 
 
 def _proxy_range(cfg: AdaptCfg, reference: nn.Module, left: np.ndarray, right: np.ndarray,
-                 d_max: int, divisor: int) -> int:
+                 d_max: int) -> int:
     """SGBM range of one pair's proxies: ``cfg.proxy_range``, or fitted to the starting model's
     disparity (1.25 × its 99th percentile, rounded up to 16, at most D)."""
     if cfg.proxy_range > 0:
         return min(int(cfg.proxy_range), d_max)
+    from dtp_stereo.backends.torch_backend import TorchBackend
     from dtp_stereo.pipeline import StereoPipeline
 
-    class _Model:  # the pipeline's backend protocol over the frozen torch model
-        def __init__(self) -> None:
-            self.size_divisor, self.max_disparity, self.input_size = divisor, d_max, None
-
-        def infer(self, a: np.ndarray, b: np.ndarray):
-            from dtp_stereo.backends.base import InferenceResult
-
-            with torch.no_grad():
-                t = [torch.from_numpy(x).permute(2, 0, 1)[None] for x in (a, b)]
-                return InferenceResult(reference(*t).disparity[0].numpy())
-
-    disparity = StereoPipeline(_Model())(left, right)
+    # fuse_bn=False: the frozen reference is used as it is by the anchor loss afterwards
+    disparity = StereoPipeline(TorchBackend(reference, fuse_bn=False))(left, right)
     high = float(np.percentile(disparity[np.isfinite(disparity)], 99)) * 1.25
     return int(min(d_max, max(16, -(-high // 16) * 16)))
 
@@ -363,17 +354,18 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
     h, w = left_imgs[0].shape[:2]
     proxies = None
     if cfg.proxy == "sgbm" and cfg.proxy_weight > 0:
-        proxies = [proxy_labels(a, b, _proxy_range(cfg, reference, a, b, d_max, divisor),
+        proxies = [proxy_labels(a, b, _proxy_range(cfg, reference, a, b, d_max),
                                 cfg.lr_check_px) for a, b in zip(left_imgs, right_imgs)]
     coverage = (float(np.mean([c.mean() for _, c in proxies])) if proxies else None)
     settings = asdict(cfg)
+    digests = pairs.digests()  # hashed once: resume check, resume states, provenance
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.lr, weight_decay=0.0)
     state_path = _state_path(output)
     step = 0
     if resume and state_path.exists():
         state = read_torch_file(state_path)
-        if state.get("settings") != settings or state.get("data") != pairs.digests():
+        if state.get("settings") != settings or state.get("data") != digests:
             raise AdaptError(f"adapt --resume: {state_path} was written with other settings or "
                              "data; remove it or run without --resume")
         model.load_state_dict(state["model"])
@@ -433,7 +425,7 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
                 with atomic_path(state_path) as tmp:
                     torch.save({"step": step, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(), "settings": settings,
-                                "data": pairs.digests()}, tmp)
+                                "data": digests}, tmp)
     finally:
         if bar is not None:
             bar.close()
@@ -443,7 +435,7 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
         "settings": settings, "data": {**pairs.source, "pairs": len(pairs.names),
                                        "size": [int(pairs.left[0].shape[0]),
                                                 int(pairs.left[0].shape[1])],
-                                       "adapted_at": [h, w], "sha256_16": pairs.digests()},
+                                       "adapted_at": [h, w], "sha256_16": digests},
         "proxy_coverage": coverage, "final_losses": last}}
     save_checkpoint(output, model, model_name=ckpt.model_name, provenance=provenance)
     summary = {"output": str(output), "steps": step, "pairs": len(pairs.names),
