@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 101))
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # before any participant
     # the demo's graph stays on this machine; without it the player's and the node's
-    # participants did not match here with LARGE_DATA (0 images arrived)
+    # participants did not match here with LARGE_DATA (the node received no image)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
