@@ -64,7 +64,8 @@ def measure(node_env: Optional[str], pub_env: Optional[str], pairs: int, h: int,
             w: int) -> Dict[str, int]:
     """One run in a fresh interpreter (DDS reads the variable when the participant starts)."""
     # Both variables are set here, not inherited: with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-    # (which other tools of this repository set) LARGE_DATA lost VGA pairs here (seen in failed test runs; not kept as a JSON)
+    # (which other tools of this repository set) LARGE_DATA lost VGA pairs here (seen in failed
+    # test runs; not kept as a JSON)
     drop = ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     if node_env:
