@@ -1,9 +1,10 @@
 """Where ONNX Runtime spends its time on a student: per-operator kernel time from ORT's profiler.
 
 Exports a checkpoint at a fixed size, runs it ``--runs`` times with ``enable_profiling`` and sums
-the ``*_kernel_time`` events per operator type (ms per run). ``--plain-softmax`` exports the plane
-softmax as ONNX ``Softmax`` (what ``F.softmax`` gives) instead of the explicit exp/sum that
-:func:`dtp_stereo.models.layers.softmax_planes` writes, to show why the latter exists.
+the ``*_kernel_time`` events per operator type (ms per run), and lists the slowest nodes with
+their output shapes. ``--plain-softmax`` exports the regression as ONNX ``Softmax`` then
+soft-argmax (what eager PyTorch runs) instead of
+:func:`dtp_stereo.models.layers.regress_unnormalised`, to show why the latter exists.
 
 Usage (repository root)::
 
@@ -17,13 +18,15 @@ import json
 import os
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 
-def profile_onnx(path: str, height: int, width: int, runs: int, threads: int) -> Dict[str, float]:
-    """Mean kernel time per run (ms) of each operator type of the ONNX file ``path``."""
+def profile_onnx(path: str, height: int, width: int, runs: int,
+                 threads: int) -> Tuple[Dict[str, float], Dict[str, dict]]:
+    """Mean kernel time per run (ms) of each operator type of the ONNX file ``path``, and of each
+    node (``{"op": type, "ms": time, "output": [shape]}``, slowest first)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="dtp_ort_profile_") as tmp:
@@ -43,10 +46,22 @@ def profile_onnx(path: str, height: int, width: int, runs: int, threads: int) ->
         with open(session.end_profiling(), encoding="utf-8") as fh:
             events = json.load(fh)
     totals: Dict[str, float] = collections.Counter()
+    per_node: Dict[str, dict] = {}
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            totals[e["args"]["op_name"]] += e["dur"] / 1000.0
-    return {op: ms / (runs + 1) for op, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
+            op, ms = e["args"]["op_name"], e["dur"] / 1000.0
+            totals[op] += ms
+            node = per_node.setdefault(e["name"][:-len("_kernel_time")],
+                                       {"op": op, "ms": 0.0, "output": None})
+            node["ms"] += ms
+            shapes = e["args"].get("output_type_shape") or []
+            if shapes and node["output"] is None:
+                node["output"] = [list(d.values())[0] for d in shapes][0]
+    scale = 1.0 / (runs + 1)
+    for node in per_node.values():
+        node["ms"] *= scale
+    ops = {op: ms * scale for op, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
+    return ops, dict(sorted(per_node.items(), key=lambda kv: -kv[1]["ms"]))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -64,28 +79,36 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--runs", type=int, default=4, help="profiled runs after one warm-up")
     p.add_argument("--threads", type=int, default=2, help="ORT intra-op threads")
     p.add_argument("--plain-softmax", action="store_true",
-                   help="export the plane softmax as an ONNX Softmax node (the old graph)")
+                   help="export the regression as an ONNX Softmax node then soft-argmax")
+    p.add_argument("--top-nodes", type=int, default=25, help="slowest nodes to list")
     p.add_argument("--output", default=None, help="write JSON here")
     args = p.parse_args(argv)
     height, width = parse_size(args.size)
     model, _ = load_model(args.checkpoint, overrides={"head": args.head} if args.head else None)
-    original = layers.softmax_planes
+    original = layers.regress_unnormalised
     if args.plain_softmax:
-        layers.softmax_planes = lambda logits: F.softmax(logits, dim=1)
+        def plain(logits, radius=2):
+            prob = F.softmax(logits, dim=1)
+            return layers.soft_argmax(prob), layers.window_confidence(prob, radius)
+        layers.regress_unnormalised = plain
     try:
         with tempfile.TemporaryDirectory(prefix="dtp_ort_export_") as tmp:
             path = export_onnx(model, os.path.join(tmp, "model.onnx"), height, width)
-            ops = profile_onnx(path, height, width, args.runs, args.threads)
+            ops, nodes = profile_onnx(path, height, width, args.runs, args.threads)
     finally:
-        layers.softmax_planes = original
+        layers.regress_unnormalised = original
     total = sum(ops.values())
     for op, ms in list(ops.items())[:8]:
         print(f"{op:24s} {ms:8.1f} ms ({100 * ms / total:4.1f} %)")
     print(f"{'total kernel time':24s} {total:8.1f} ms")
+    top = dict(list(nodes.items())[:args.top_nodes])
+    for name, node in top.items():
+        print(f"  {name[:40]:40s} {node['op']:14s} {node['ms']:7.2f} ms  {node['output']}")
     if args.output:
         write_report(args.output, {"checkpoint": args.checkpoint, "head": args.head,
                                    "size": args.size, "plain_softmax": args.plain_softmax,
-                                   "total_kernel_ms": total, "ms_per_op_type": ops},
+                                   "total_kernel_ms": total, "ms_per_op_type": ops,
+                                   "slowest_nodes": top},
                      threads=args.threads, script="benchmarks/ort_profile.py", argv=argv)
     return 0
 

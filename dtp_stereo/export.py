@@ -33,8 +33,9 @@ _LOG = logging.getLogger(__name__)
 # same checkpoint changes, so robots do not keep running a stale cached file. 2: plane softmax
 # written out as exp/sum (ONNX Runtime's axis-1 Softmax was 5x slower), soft-argmax as a MatMul,
 # confidence by GatherElements, correlation by slices. 3: gather indices bounded by Max/Min, not
-# an integer Clip (TensorRT).
-EXPORT_REVISION = 3
+# an integer Clip (TensorRT). 4: regression without normalising the volume (one MatMul for the
+# soft-argmax's numerator and denominator), correlation by one row-wise MatMul and a reshape.
+EXPORT_REVISION = 4
 
 
 class StereoOnnxWrapper(nn.Module):

@@ -21,4 +21,4 @@ cp runs/real_prune/eval/results.json "$out/real-prune-eval.json"
 bash scripts/eval_real.sh "$out/real-prune" "$ckpt" real_s1=models/dtpnet_real.pt
 $bin/python benchmarks/real_table.py "$out"/real-prune-x*.json --output "$out/real-prune-targets.json"
 $bin/python benchmarks/sgbm_speed.py --model pruned="$ckpt" --size 480x640 --threads 2 \
-  --rounds 5 --output "$out/sgbm-speed-640x480-pruned.json"
+  --rounds 20 --output "$out/sgbm-speed-640x480-pruned.json"

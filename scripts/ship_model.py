@@ -4,10 +4,12 @@ Loads the checkpoint (weights_only), re-saves it under ``models/NAME.pt`` with p
 names the run, the eval results and the command, and writes ``models/NAME.json`` (config,
 parameters, MACs at the eval size, test-split metrics).
 
-Optional card sections: ``--speed`` (a ``benchmarks/sgbm_speed.py`` JSON), ``--stage-dirs`` (the training stage folders this model came through:
-steps, batch, samples and crop size from each stage's config, wall-clock hours from its
-TensorBoard events) and ``--real`` (``dtp-stereo eval --with-sgbm`` JSONs on real pairs: this
-model's EPE / bad-2 per pair next to SGBM's, same run).
+Optional card sections: ``--speed`` (a ``benchmarks/sgbm_speed.py`` JSON), ``--stage-dirs``
+(the training stage folders this model came through: steps, batch, samples and crop size from
+each stage's config, wall-clock hours from its TensorBoard events) and ``--real``
+(``dtp-stereo eval --with-sgbm`` JSONs on real pairs: this model's EPE / bad-2 per pair next to
+SGBM's, same run). ``--refresh`` replaces only the speed / real-pair sections of an existing
+card (after a re-measurement), leaving the checkpoint as it is.
 
 Usage:
     python scripts/ship_model.py runs/dtp_kl/finetune/best.pt \
@@ -73,11 +75,41 @@ def real_summary(paths: List[str], label: str = "student") -> List[Dict[str, Any
     return rows
 
 
+def speed_summary(path: str) -> Dict[str, Any]:
+    """The card's speed section from a ``benchmarks/sgbm_speed.py`` JSON."""
+    sp = json.loads(Path(path).read_text())
+    return {"size": sp["size"], "backend": sp["backend"],
+            "threads": sp.get("host", {}).get("threads"), "ms_per_frame": sp["student_ms"],
+            "sgbm_ms_same_rounds": sp["sgbm_ms"], "ratio_to_sgbm": sp["ratio_student_over_sgbm"],
+            "report": path}
+
+
+def refresh_card(card_path: Path, args: argparse.Namespace, argv: Optional[List[str]]) -> int:
+    """Replace the speed / real-pair sections of an existing card; record the command."""
+    if not card_path.is_file():
+        print(f"ship_model.py: no card {card_path} to refresh", file=sys.stderr)
+        return 2
+    if not (args.speed or args.real):
+        print("ship_model.py: --refresh needs --speed or --real", file=sys.stderr)
+        return 2
+    card = json.loads(card_path.read_text())
+    if args.speed:
+        card["speed"] = speed_summary(args.speed)
+    if args.real:
+        card["real_pairs"] = real_summary(args.real)
+    command = " ".join(["python", "scripts/ship_model.py"] + list(argv or sys.argv[1:]))
+    card.setdefault("refreshed_by", []).append(command)
+    card_path.write_text(json.dumps(card, indent=2, default=str))
+    print(f"refreshed {card_path}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="trained dtp_stereo checkpoint")
-    p.add_argument("--eval", required=True, help="the run's eval/results.json")
-    p.add_argument("--stage", required=True, help="the entry of results.json for this model")
+    p.add_argument("--eval", default=None, help="the run's eval/results.json (not with --refresh)")
+    p.add_argument("--stage", default=None,
+                   help="the entry of results.json for this model (not with --refresh)")
     p.add_argument("--name", required=True, help="file stem under models/")
     p.add_argument("--out-dir", default="models", help="output folder (default models/)")
     p.add_argument("--stage-dirs", nargs="*", default=[],
@@ -87,7 +119,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--speed", default=None,
                    help="benchmarks/sgbm_speed.py JSON of this model (card: speed)")
     p.add_argument("--description", default=None, help="one-line description for the card")
+    p.add_argument("--refresh", action="store_true",
+                   help="only replace the --speed / --real sections of the existing card "
+                        "models/NAME.json (the checkpoint and the rest of the card stay)")
     args = p.parse_args(argv)
+    if args.refresh:
+        return refresh_card(Path(args.out_dir) / f"{args.name}.json", args, argv)
+    if not (args.eval and args.stage):
+        p.error("--eval and --stage are required (unless --refresh)")
 
     model, ckpt = load_model(args.checkpoint)
     results = json.loads(Path(args.eval).read_text())
@@ -119,11 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.real:
         card["real_pairs"] = real_summary(args.real)
     if args.speed:
-        sp = json.loads(Path(args.speed).read_text())
-        card["speed"] = {"size": sp["size"], "backend": sp["backend"],
-                         "threads": sp.get("host", {}).get("threads"),
-                         "ms_per_frame": sp["student_ms"], "sgbm_ms_same_rounds": sp["sgbm_ms"],
-                         "ratio_to_sgbm": sp["ratio_student_over_sgbm"], "report": args.speed}
+        card["speed"] = speed_summary(args.speed)
     (out_dir / f"{args.name}.json").write_text(json.dumps(card, indent=2, default=str))
     print(f"wrote {out_pt} and {out_dir / (args.name + '.json')}")
     return 0

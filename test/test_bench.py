@@ -1,6 +1,7 @@
 """Tests of the side-by-side benchmark (dtp_stereo.tools.bench, dtp-stereo bench), conv bound."""
 
 import importlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -194,3 +195,24 @@ def test_ort_profile_sees_softmax_only_in_the_plain_export(tmp_path):
     assert "Softmax" in outs[True]["ms_per_op_type"]
     assert "Softmax" not in outs[False]["ms_per_op_type"]
     assert "Exp" in outs[False]["ms_per_op_type"] and outs[False]["total_kernel_ms"] > 0
+
+
+def test_ship_model_refresh_replaces_only_the_speed_section(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "ship_model", Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    card = tmp_path / "m.json"
+    card.write_text(json.dumps({"name": "m", "test_metrics": {"epe": 3.0},
+                                "speed": {"ratio_to_sgbm": 1.09}}))
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"size": "480x640", "backend": "onnxruntime",
+                                 "host": {"threads": 2}, "student_ms": 55.0, "sgbm_ms": 66.0,
+                                 "ratio_student_over_sgbm": 0.83}))
+    assert ship.main(["unused.pt", "--name", "m", "--out-dir", str(tmp_path), "--refresh",
+                      "--speed", str(speed)]) == 0
+    got = json.loads(card.read_text())
+    assert got["speed"]["ratio_to_sgbm"] == 0.83 and got["speed"]["ms_per_frame"] == 55.0
+    assert got["test_metrics"] == {"epe": 3.0} and len(got["refreshed_by"]) == 1
+    assert ship.main(["unused.pt", "--name", "absent", "--out-dir", str(tmp_path), "--refresh",
+                      "--speed", str(speed)]) == 2

@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -225,6 +226,20 @@ def test_shift_correlation_matches_loop_reference():
     assert torch.allclose(out, ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("shifts,width", [(1, 6), (2, 6), (5, 10), (12, 5), (48, 40)])
+def test_sheared_correlation_matches_loop_reference(shifts, width):
+    """The export's matrix-product form gives the loop's planes, also when w < n (zero planes)."""
+    from dtp_stereo.models.dtpnet import sheared_correlation
+
+    g = torch.Generator().manual_seed(shifts)
+    left = torch.randn(2, 3, 4, width, generator=g)
+    right = torch.randn(2, 3, 4, width, generator=g)
+    ref = torch.zeros(2, shifts, 4, width)
+    for i in range(min(shifts, width)):
+        ref[:, i, :, i:] = (left[..., i:] * right[..., :width - i]).mean(1)
+    assert torch.allclose(sheared_correlation(left, right, shifts), ref, atol=1e-6)
+
+
 def test_dtpnet_correlation_option_config_roundtrip_and_2d_export(tmp_path):
     import onnx
 
@@ -239,5 +254,16 @@ def test_dtpnet_correlation_option_config_roundtrip_and_2d_export(tmp_path):
     path = tmp_path / "corr.onnx"
     torch.onnx.export(model, (x, x), str(path), opset_version=17, dynamo=False,
                       input_names=["left", "right"], output_names=["disparity"])
-    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "Conv" in ops and not any("3D" in op or op == "Loop" for op in ops)
+    # the export writes the sheared correlation and the unnormalised regression, not n slices
+    # and a normalised volume; its outputs are the eager model's
+    assert ops.count("ReduceMean") == 0 and "Softmax" not in ops and "ArgMax" in ops
+    ort = pytest.importorskip("onnxruntime")
+    x = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(1))
+    y = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(2))
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"left": x.numpy(), "right": y.numpy()})[0]
+    with torch.no_grad():
+        want = model(x, y).disparity.numpy()
+    assert np.abs(got - want).max() < 1e-3

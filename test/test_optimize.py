@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dtp_stereo.models import build_model
-from dtp_stereo.models.layers import regress, soft_argmax, window_confidence
+from dtp_stereo.models.layers import (regress, regress_unnormalised, soft_argmax,
+                                      window_confidence)
 from dtp_stereo.optimize import count_batchnorms, fuse_conv_bn
 from dtp_test_utils import tiny_dtpnet_config
 
@@ -94,6 +95,11 @@ def test_regression_ops_match_the_plain_formulas():
     assert disp[0, 0, 0].item() == pytest.approx(0.0, abs=1e-3)
     assert disp[0, 0, 1].item() == pytest.approx(23.0, abs=1e-3)
     assert conf[0, 0, 0].item() == pytest.approx(1.0, abs=1e-4)
+    for radius in (0, 2):  # the export's form: same values, peaks at both ends included
+        fast_disp, fast_conf = regress_unnormalised(logits, radius)
+        ref_disp, ref_conf = regress(logits, radius)
+        assert torch.allclose(fast_disp, ref_disp, atol=1e-4)
+        assert torch.allclose(fast_conf, ref_conf, atol=1e-6)
 
 
 def test_soft_argmax_float32_under_autocast():

@@ -8,9 +8,9 @@ Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tenso
 2. Channel-to-disparity: concat(left, right) along channels, then conv-BN-ReLU layers (first 1×1,
    then 3×3) to ``c2d[-1]`` planes (default D/4) -- one shot, no per-disparity loop or shifting.
    Optional (``correlation > 0``, off by default): D/4 correlation planes of features projected to
-   ``correlation`` channels are concatenated to the c2d input (:class:`ShiftCorrelation`: slices,
-   products and channel means, unrolled over the D/4 shifts, so the exported graph stays 2D and
-   static); it makes matching much easier to learn (see docs/results.md: the pure c2d student
+   ``correlation`` channels are concatenated to the c2d input (:class:`ShiftCorrelation`; exported
+   as one row-wise matrix product and a reshape, so the graph stays static, with no Loop or 3D
+   op); it makes matching much easier to learn (see docs/results.md: the pure c2d student
    stayed at a constant-predictor EPE on a CPU budget).
 3. 2D aggregation: conv-BN-ReLU layers, one 2D hourglass, a conv to D logits at 1/4 resolution.
 4. Head ``"full"``: logits upsampled ×4 (bilinear) to B×D×H×W, softmax over D, soft-argmax.
@@ -40,7 +40,8 @@ from ._registry import register_model
 from .layers import Hourglass2D, ImageNormalize, check_input_pair, convbn, make_layer, regress
 from .output import StereoOutput
 
-__all__ = ["DTPNet", "DTPNetConfig", "EdgeRefine", "config_from_module"]
+__all__ = ["DTPNet", "DTPNetConfig", "EdgeRefine", "ShiftCorrelation", "config_from_module",
+           "sheared_correlation"]
 
 _HEADS = ("full", "fast")
 
@@ -125,13 +126,15 @@ class ShiftCorrelation(nn.Module):
 
     ``forward(left, right)``: B×C×h×w each -> B×n×h×w where plane i is
     ``mean_c left_c(x) * right_c(x - i)`` (zero where x < i), i = 0..n-1 (pixels at this scale).
-    The right features are zero-padded by n-1 columns once; each shift is then a slice of that
-    padded map, a product and a channel mean, unrolled over the n shifts. Exported, that is a
-    static graph of Slice/Mul/ReduceMean/Concat on 4-D tensors (no Loop, no 3D op). It replaces
-    an earlier formulation with fixed-weight convolutions (a one-hot depthwise 1×n conv, a
-    depthwise 1×1 repeat and a 1×1 sum over C·n channels): same values, but 16× faster on CPU
-    (4.4 vs 69.7 ms for C = n = 16 at 96×312, docs/results/op-timings.json), as it skips the
-    zero weights.
+
+    Eager PyTorch zero-pads the right features by n-1 columns once; each shift is then a slice
+    (a view) of that padded map, a product and a channel mean, unrolled over the n shifts. An
+    ONNX export writes :func:`sheared_correlation` instead (a row-wise matrix product and a
+    reshape; no Loop, no 3D op): the unrolled form costs 3n nodes, each copying or reducing a
+    B×C×h×w map, 16.1 against 6.2 ms in ONNX Runtime for C = 16, n = 48 at 120×160 (2 threads),
+    while eagerly the views make it the faster one. Both replace an earlier formulation with
+    fixed-weight convolutions (a one-hot depthwise 1×n conv, a depthwise 1×1 repeat and a 1×1
+    sum over C·n channels): same values, but 16× slower on CPU (docs/results/op-timings.json).
     It has no parameters, so checkpoints are unaffected.
     """
 
@@ -140,11 +143,35 @@ class ShiftCorrelation(nn.Module):
         self.channels, self.shifts = int(channels), int(shifts)
 
     def forward(self, left: Tensor, right: Tensor) -> Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return sheared_correlation(left, right, self.shifts)
         n, width = self.shifts, left.shape[3]
         padded = F.pad(right, (n - 1, 0))  # column n-1+x of padded = column x of right
         planes = [torch.mean(left * padded[..., n - 1 - i:n - 1 - i + width], dim=1, keepdim=True)
                   for i in range(n)]
         return torch.cat(planes, dim=1)
+
+
+def sheared_correlation(left: Tensor, right: Tensor, shifts: int) -> Tensor:
+    """:class:`ShiftCorrelation`'s planes from one matrix product per image row.
+
+    With ``W = w + n - 1`` and ``q`` the right features zero-padded to W columns and mirrored
+    (``q[k] = right[W-1-k]``), the row product ``a[x, k] = mean_c left[x]·q[k]`` holds every
+    correlation; the wanted ``left[x]·right[x-i] = a[x, W-1-x+i]`` lies at flat offset
+    ``(x+1)·(W-1) + i`` of the row's flattened ``a``. Giving ``left`` n-2 zero columns first
+    makes ``a`` (w+n-2)×W, which reads exactly as (w+n-1) rows of W-1, so shift i of column x is
+    entry (x+1, i) of that view: one slice of the small B×h×w×n result, no copy of ``a`` (entries
+    with x < i read zeros of the padding). B×C×h×w each -> B×n×h×w; needs ``w >= 2``.
+    """
+    n = int(shifts)
+    if n < 2:
+        return torch.mean(left * right, dim=1, keepdim=True)
+    b, c, h, w = left.shape
+    full = w + n - 1
+    rows = F.pad(left * (1.0 / c), (0, n - 2)).permute(0, 2, 3, 1)  # B×h×(w+n-2)×C
+    mirrored = torch.flip(F.pad(right, (0, n - 1)), dims=[3]).permute(0, 2, 1, 3)  # B×h×C×W
+    view = torch.matmul(rows, mirrored).reshape(b, h, full, full - 1)
+    return view[..., :n][:, :, 1:w + 1].permute(0, 3, 1, 2)  # columns first: smaller copies
 
 
 class EdgeRefine(nn.Module):
