@@ -8,6 +8,12 @@ so the other pair's row shows what carries over to a scene adaptation never saw.
 the synthetic test split (the first ``--synthetic`` images, 256×512, D = 192) before and after.
 Real pairs are evaluation data: nothing here picks a checkpoint.
 
+``--variant LABEL:key=value,...`` (repeatable) runs the adaptation once per variant with those
+:class:`training.adapt.AdaptCfg` fields changed (``--variant default`` keeps the defaults), for
+the loss ablation (``proxy_only:photometric_weight=0,smoothness_weight=0``,
+``photometric_only:proxy=none``) and settings probes. Choosing defaults from these rows uses the
+real pairs as validation data; the report says so.
+
 Usage (repository root; ``dtp-stereo real-pairs --out data/real`` first)::
 
     .venv/bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real.pt \\
@@ -19,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -47,6 +53,31 @@ def _score(predict, left, right, gt, d_max) -> Dict[str, float]:
     return {"epe": m["epe"], "bad_2": m["bad_2"]}
 
 
+def parse_variant(text: str) -> Tuple[str, Dict[str, object]]:
+    """``LABEL:key=value,...`` -> (label, AdaptCfg overrides typed like the defaults)."""
+    import dataclasses
+
+    from training.adapt import AdaptCfg
+
+    label, _, body = text.partition(":")
+    defaults = AdaptCfg()
+    fields = {f.name for f in dataclasses.fields(AdaptCfg)}
+    overrides: Dict[str, object] = {}
+    for item in filter(None, body.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"adapt_real.py: --variant {text!r}: {item!r} is not FIELD=VALUE "
+                             f"of AdaptCfg ({', '.join(sorted(fields))})")
+        kind = type(getattr(defaults, key))
+        if kind is tuple:  # crop: HxW
+            overrides[key] = tuple(int(v) for v in value.split("x"))
+        else:
+            overrides[key] = value if kind is str else kind(float(value)) if kind is int \
+                else kind(value)
+    AdaptCfg(**overrides)  # validates now, not after the first runs
+    return label or "default", overrides
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
@@ -67,8 +98,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--synthetic", type=int, default=20, help="synthetic test images (forgetting)")
     p.add_argument("--timing-pairs", type=int, default=0,
                    help="also time adapt with default settings on N synthetic 640x480 pairs")
+    p.add_argument("--variant", action="append", default=None,
+                   help="LABEL:key=value,... AdaptCfg fields changed for one run of every pair "
+                        "(repeatable; default: one run with the defaults)")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
+    variants = [parse_variant(v) for v in (args.variant or ["default"])]
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     pairs = [_load(args.root, spec) for spec in args.pairs]
@@ -104,22 +139,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             for side, img in (("left", left), ("right", right)):
                 (folder / side).mkdir(parents=True)
                 cv2.imwrite(str(folder / side / f"{name}.png"), img[:, :, ::-1])
-            out = Path(tmp) / f"adapted_{name}_{scale:g}.pt"
-            t0 = time.perf_counter()
-            summary = adapt(Path(args.checkpoint), load_folder_pairs(folder), out,
-                            AdaptCfg(steps=args.steps), progress=False, tensorboard=False)
-            seconds = time.perf_counter() - t0
-            adapted = StereoPipeline.from_checkpoint(out, threads=args.threads)
-            tested = {f"{n}@{s:g}": {**reference[f"{n}@{s:g}"],
-                                     "adapted": _score(adapted, l, r, g, d_max)}
-                      for n, s, l, r, g in pairs}
-            rows.append({"adapted_on": f"{name}@{scale:g}", "size": list(left.shape[:2]),
-                         "adapt_seconds": round(seconds, 1), "adapt_summary": summary,
-                         "tested": tested, "synthetic_after": synthetic(out)})
-            print(f"adapted on {name}@{scale:g} in {seconds:.0f} s:", flush=True)
-            for key, row in tested.items():
-                scores = "  ".join(f"{m} {v['epe']:.2f}/{v['bad_2']:.1f}" for m, v in row.items())
-                print(f"  {key:16s} {scores}", flush=True)
+            for label, overrides in variants:
+                settings = AdaptCfg(**{"steps": args.steps, **overrides})
+                out = Path(tmp) / f"adapted_{label}_{name}_{scale:g}.pt"
+                t0 = time.perf_counter()
+                summary = adapt(Path(args.checkpoint), load_folder_pairs(folder), out, settings,
+                                progress=False, tensorboard=False)
+                seconds = time.perf_counter() - t0
+                adapted = StereoPipeline.from_checkpoint(out, threads=args.threads)
+                tested = {f"{n}@{s:g}": {**reference[f"{n}@{s:g}"],
+                                         "adapted": _score(adapted, l, r, g, d_max)}
+                          for n, s, l, r, g in pairs}
+                rows.append({"variant": label, "overrides": overrides,
+                             "adapted_on": f"{name}@{scale:g}", "size": list(left.shape[:2]),
+                             "adapt_seconds": round(seconds, 1), "adapt_summary": summary,
+                             "tested": tested, "synthetic_after": synthetic(out)})
+                print(f"[{label}] adapted on {name}@{scale:g} in {seconds:.0f} s:", flush=True)
+                for key, row in tested.items():
+                    scores = "  ".join(f"{m} {v['epe']:.2f}/{v['bad_2']:.1f}"
+                                       for m, v in row.items())
+                    print(f"  {key:16s} {scores}", flush=True)
     timing = None
     if args.timing_pairs:
         from dtp_stereo.data.synthetic import SyntheticStereo

@@ -34,9 +34,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--metrics", default=None, help="a run's metrics.csv (trainer samples/s)")
     p.add_argument("--output", default=None)
+    p.add_argument("overrides", nargs="*", metavar="key.path=value",
+                   help="config overrides, as dtp-train takes them")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     ds = build_dataset(cfg.data.train.spec())
     torch.manual_seed(0)
     ds[0]
@@ -44,7 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for i in range(1, args.samples + 1):
         ds[i]
     pairs_per_s = args.samples / (time.perf_counter() - t0)
-    payload = {"config": args.config, "train_spec": to_dict(cfg)["data"]["train"],
+    payload = {"config": args.config, "overrides": args.overrides,
+               "train_spec": to_dict(cfg)["data"]["train"],
                "samples_timed": args.samples, "data_pairs_per_s_one_process": pairs_per_s,
                "num_workers": cfg.data.num_workers,
                "batch_size": cfg.distill.optim.batch_size}

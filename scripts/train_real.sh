@@ -4,7 +4,9 @@
 #   bash scripts/train_real.sh s1|s2|prune --save                   copy the run's state to the repo
 # s1 and s2 are the student's training stages (configs/real/student_<stage>.yaml, pipeline stage
 # "distill"); prune is distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
-# pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped).
+# pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped);
+# claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
+# overrides below; rows gt, l1, kl, both, pruned, photo, single), kept in models/stages/claims/<row>.
 # The state lives in runs/real_<stage>/<pipeline stage> (git-ignored) while it trains; its
 # last.pt / best.pt / metrics.csv / summary.json / results.json / export.json are copied to
 # models/stages/real_<stage>/ (committed; the "distill" stage directly, the others in
@@ -14,14 +16,34 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 stage=${1:?usage: train_real.sh s1|s2|prune [--save | dtp-train args]}
 shift
+runs=$root/runs/real_$stage
+keep=$root/models/stages/real_$stage
+row_args=()  # the claims row's config overrides
+l1_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: logits_l1, weight: 1.0}]'
+kl_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: kl, weight: 1.0}]'
 case $stage in
   s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
   prune) cfg=$root/configs/real/prune_s1.yaml; steps="prune finetune eval export" ;;
-  *) echo "train_real.sh: unknown stage '$stage' (s1, s2 or prune)" >&2; exit 2 ;;
+  claims-*)
+    row=${stage#claims-}
+    cfg=$root/configs/real/claims.yaml; steps="distill eval"
+    runs=$root/runs/claims_$row
+    keep=$root/models/stages/claims/$row
+    case $row in
+      gt) ;;
+      l1) row_args=(distill.loss.supervision=teacher "distill.loss.points=$l1_point") ;;
+      kl) row_args=(distill.loss.supervision=teacher "distill.loss.points=$kl_point") ;;
+      both) row_args=(distill.loss.supervision=both "distill.loss.points=$l1_point") ;;
+      pruned) steps="finetune eval" ;;
+      photo) row_args=(data.train.name=photo_layers data.train.textures=data/textures) ;;
+      single) row_args=(data.train.name=single_image data.train.textures=data/textures) ;;
+      *) echo "train_real.sh: unknown claims row '$row' (gt, l1, kl, both, pruned, photo," \
+           "single)" >&2; exit 2 ;;
+    esac
+    row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, prune or claims-<row>)" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
-runs=$root/runs/real_$stage
-keep=$root/models/stages/real_$stage
 files="last.pt best.pt metrics.csv summary.json results.json export.json"
 kept() {  # the committed folder of pipeline stage $1
   if [ "$1" = distill ]; then echo "$keep"; else echo "$keep/$1"; fi
@@ -59,15 +81,18 @@ for s in $steps; do
     echo "[train_real] restored $src -> $run" >&2
   fi
   # re-run only what has not finished (s1/s2's single stage always runs: --resume continues it)
-  if [ "$stage" = prune ] && [ -f "$run/$(done_marker "$s")" ]; then continue; fi
+  # (eval and export are redone when a stage before them still trains)
+  if [ "$steps" != distill ] && [ -f "$run/$(done_marker "$s")" ]; then
+    case $s in eval|export) [ -n "$todo" ] || continue ;; *) continue ;; esac
+  fi
   todo="${todo:+$todo,}$s"
 done
 bash "$root/scripts/setup_env.sh"
 cd "$root"
 status=0
 if [ -n "$todo" ]; then
-  OMP_NUM_THREADS=2 .venv/bin/dtp-train --config "$cfg" --stages "$todo" --resume --quiet "$@" \
-    || status=$?
+  OMP_NUM_THREADS=2 .venv/bin/dtp-train --config "$cfg" --stages "$todo" --resume --quiet \
+    ${row_args[@]+"${row_args[@]}"} "$@" || status=$?
 fi
 save
 exit $status

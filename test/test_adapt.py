@@ -195,3 +195,17 @@ def test_cli(student, tmp_path, capsys):
                str(tmp_path / "y.pt"), "--proxy", "none", "--photometric-weight", "0",
                "--quiet"])
     assert rc == 2 and "must be on" in capsys.readouterr().err
+
+
+def test_adapt_benchmark_variants_are_typed_and_checked():
+    from benchmarks.adapt_real import parse_variant
+
+    assert parse_variant("default") == ("default", {})
+    assert parse_variant("proxy_only:photometric_weight=0,smoothness_weight=0") == (
+        "proxy_only", {"photometric_weight": 0.0, "smoothness_weight": 0.0})
+    assert parse_variant("p:proxy=none,steps=600,crop=128x160") == (
+        "p", {"proxy": "none", "steps": 600, "crop": (128, 160)})
+    with pytest.raises(SystemExit, match="nonsense"):
+        parse_variant("x:nonsense=1")
+    with pytest.raises(AdaptError):  # no loss left to teach the scene: refused before any run
+        parse_variant("x:proxy=none,photometric_weight=0")
