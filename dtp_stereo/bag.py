@@ -135,24 +135,32 @@ class StereoFrame:
 def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
                       gt_topic: Optional[str] = None, left_info_topic: Optional[str] = None,
                       right_info_topic: Optional[str] = None,
-                      max_pending: int = 200) -> Iterator[StereoFrame]:
-    """Yield frames whose images share an exact header stamp, in stamp order.
+                      max_pending: int = 200, slop_s: float = 0.0) -> Iterator[StereoFrame]:
+    """Yield frames whose images share a header stamp (within ``slop_s``), in stamp order.
 
-    Images on ``left_topic``, ``right_topic`` (and ``gt_topic``) must have identical stamps.
-    Camera infos are taken at the same stamp: a frame whose images are complete waits for them,
-    as drivers usually record camera_info after the images; it is given the latest camera_info
+    With ``slop_s`` = 0, images on ``left_topic``, ``right_topic`` (and ``gt_topic``) must have
+    identical stamps. With ``slop_s`` > 0 (seconds; keep it under half the frame interval), a
+    message joins the pending frame with the nearest stamp within ``slop_s`` that lacks its
+    topic, as message_filters' ApproximateTime pairs drivers that stamp each camera on its own;
+    the frame's stamp is its left image's. Camera infos are taken at the same stamp: a frame
+    whose images are complete waits for them, as drivers usually record camera_info after the
+    images; it is given the latest camera_info
     seen instead when the next frame's images are complete first (or the bag ends), and
     ``None`` (with a warning) when there has been none yet. At most ``max_pending`` unmatched
     stamps are kept (oldest dropped with a warning).
 
     Raises:
         FileNotFoundError: no bag at ``path``.
-        ValueError: a requested topic is not in the bag (the message lists the bag's topics).
+        ValueError: a requested topic is not in the bag (the message lists the bag's topics),
+            or a negative ``slop_s``.
     """
     from rosbags.highlevel import AnyReader
 
     if not Path(path).exists():
         raise FileNotFoundError(f"rosbag {path} does not exist")
+    if not slop_s >= 0.0:
+        raise ValueError(f"read_stereo_pairs: slop_s must be >= 0 seconds, got {slop_s}")
+    slop_ns = int(round(slop_s * 1e9))
     images = {"left": left_topic, "right": right_topic}
     if gt_topic:
         images["gt"] = gt_topic
@@ -171,7 +179,8 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
         if infos and any(info[k] is None for k in infos):
             without_info += 1
         return StereoFrame(
-            stamp_ns=stamp, left=image_to_numpy(slot["left"], left_topic),
+            stamp_ns=stamp_to_ns(slot["left"].header.stamp),
+            left=image_to_numpy(slot["left"], left_topic),
             right=image_to_numpy(slot["right"], right_topic),
             gt=(image_to_numpy(slot["gt"], gt_topic).astype(np.float32) if gt_topic else None),
             left_info=info["left_info"], right_info=info["right_info"],
@@ -179,6 +188,14 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
 
     def complete(slot: Dict[str, Any]) -> bool:
         return all(k in slot for k in images)
+
+    def frame_key(stamp: int, key: str) -> int:
+        """The pending frame this message joins: its own stamp, or with a slop the nearest
+        pending stamp within it that has no ``key`` message yet."""
+        if not slop_ns or stamp in pending:
+            return stamp
+        near = [k for k in pending if abs(k - stamp) <= slop_ns and key not in pending[k]]
+        return min(near, key=lambda k: (abs(k - stamp), k)) if near else stamp
 
     def flush(before: Optional[int]) -> Iterator[StereoFrame]:
         """Frames with complete images stamped before ``before`` (all if None), in order."""
@@ -200,7 +217,7 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
         for conn, _, raw in reader.messages(connections=conns):
             key = by_topic[conn.topic]
             msg = reader.deserialize(raw, conn.msgtype)
-            stamp = stamp_to_ns(msg.header.stamp)
+            stamp = frame_key(stamp_to_ns(msg.header.stamp), key)
             if key in infos:
                 latest_info[key] = msg
                 if stamp not in pending and stamp <= last_stamp:
@@ -230,7 +247,7 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
              left_info_topic: Optional[str] = None, right_info_topic: Optional[str] = None,
              output_bag: Optional[str] = None, output_storage: str = "sqlite3",
              max_frames: Optional[int] = None, warmup: int = 1,
-             preprocessor: Optional[Any] = None) -> Dict[str, Any]:
+             preprocessor: Optional[Any] = None, slop_s: float = 0.0) -> Dict[str, Any]:
     """Run a backend over a bag's stereo pairs (:class:`~dtp_stereo.pipeline.StereoPipeline`):
     metrics (with GT) and latency.
 
@@ -239,7 +256,8 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
     ``/disparity`` always and ``/points2`` for frames with both camera infos, built by
     :func:`dtp_stereo.ros.outputs.output_messages` (as the node; header = the left image's).
     ``preprocessor`` (a :class:`~dtp_stereo.preprocess.StereoPreprocessor`) applies the node's
-    resize rules (``max_width``, ``input_size``); default: pad only.
+    resize rules (``max_width``, ``input_size``); default: pad only. ``slop_s`` pairs stamps
+    that differ by up to that many seconds (:func:`read_stereo_pairs`; 0 = exact).
 
     Returns:
         ``{"bag", "backend", "device", "frames", "frames_without_camera", "metrics" (None
@@ -269,7 +287,7 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
             if left_info_topic and right_info_topic:
                 conns["points2"] = writer.add_connection("/points2", CLOUD, typestore=ts)
         frames = read_stereo_pairs(path, left_topic, right_topic, gt_topic, left_info_topic,
-                                   right_info_topic)
+                                   right_info_topic, slop_s=slop_s)
         for fr in frames:
             if max_frames is not None and n >= max_frames:
                 break

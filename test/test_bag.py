@@ -299,3 +299,51 @@ def test_frames_before_the_first_camera_info_are_counted(tmp_path):
                       right_info_topic=T["right_info"])
     # frame 1 is completed when frame 2's images are, after frame 2's camera_info
     assert report["frames"] == N and report["frames_without_camera"] == 1
+
+
+def _shift_right_stamps(src: str, dst: str, shift_ns: int) -> None:
+    """Copy a bag, stamping the right camera's messages ``shift_ns`` later (its own clock)."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import Writer
+
+    with AnyReader([Path(src)]) as reader, Writer(dst, version=Writer.VERSION_LATEST) as w:
+        ts = reader.typestore
+        conns = {c.topic: w.add_connection(c.topic, c.msgtype, typestore=ts)
+                 for c in reader.connections}
+        for conn, stamp, raw in reader.messages():
+            if conn.topic.startswith("/right/"):
+                msg = reader.deserialize(raw, conn.msgtype)
+                ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec + shift_ns
+                msg.header.stamp = type(msg.header.stamp)(sec=ns // 10**9, nanosec=ns % 10**9)
+                raw = ts.serialize_cdr(msg, conn.msgtype)
+            w.write(conns[conn.topic], stamp, raw)
+
+
+def test_slop_pairs_cameras_stamped_apart(tmp_path):
+    """Drivers that stamp each camera on its own: exact matching finds nothing and says so;
+    with a slop every frame pairs its own images, stamped as the left one (issue 12)."""
+    src = str(tmp_path / "src")
+    write_sample_bag(src, n_frames=N, height=H, width=W, seed=5, max_disparity=16)
+    path = str(tmp_path / "skewed")
+    _shift_right_stamps(src, path, 3_000_000)  # 3 ms; frames are 100 ms apart
+    assert list(read_stereo_pairs(path, T["left"], T["right"])) == []
+    backend = TorchBackend(build_model("dtpnet", **TINY))
+    with pytest.raises(ValueError, match="no synchronized frames"):
+        bag_eval(path, backend)
+    exact = _read_all(src)
+    frames = list(read_stereo_pairs(path, T["left"], T["right"], T["gt"], T["left_info"],
+                                    T["right_info"], slop_s=0.01))
+    assert [f.stamp_ns for f in frames] == [f.stamp_ns for f in exact]
+    for got, want in zip(frames, exact):
+        assert np.array_equal(got.left, want.left) and np.array_equal(got.right, want.right)
+        assert _stamp(got.right_info) == got.stamp_ns + 3_000_000
+    report = bag_eval(path, backend, left_info_topic=T["left_info"],
+                      right_info_topic=T["right_info"], slop_s=0.01)
+    assert report["frames"] == N and report["frames_without_camera"] == 0
+    with pytest.raises(ValueError, match="slop_s must be >= 0"):
+        next(read_stereo_pairs(path, T["left"], T["right"], slop_s=-1.0))
+    from dtp_stereo.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("dtpnet", **TINY))
+    assert main(["bag-eval", path, "--backend", "torch", "--slop", "0.01",
+                 "--checkpoint", str(ckpt)]) == 0

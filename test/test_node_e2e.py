@@ -617,3 +617,42 @@ def test_start_up_failures_end_in_one_clear_line(params, text):
     assert proc.returncode == 1, out
     assert "start-up failed" in out and text in out, out
     assert "Traceback" not in out and "AttributeError" not in out, out
+
+
+def test_recorded_bag_adapted_then_served_by_the_node(ros, harness_factory, tmp_path):
+    """Issue 10's path end to end: record a bag -> ``dtp-train adapt --bag`` (checkpoint and
+    ONNX) -> the node serves the adapted model on both backends."""
+    import torch
+
+    from dtp_stereo.checkpoint import load_checkpoint, save_checkpoint
+    from dtp_stereo.models import build_model
+    from dtp_stereo.tools.sample_bag import write_sample_bag
+    from dtp_test_utils import tiny_dtpnet_config
+    from training.cli import main as train_main
+
+    torch.manual_seed(0)
+    bag = str(tmp_path / "recorded")
+    write_sample_bag(bag, n_frames=3, height=H, width=W, seed=4, max_disparity=16)
+    student = save_checkpoint(tmp_path / "student.pt",
+                              build_model("dtpnet", **tiny_dtpnet_config(16, head="fast")),
+                              model_name="dtpnet")
+    adapted, onnx = tmp_path / "adapted.pt", tmp_path / "adapted.onnx"
+    assert train_main(["adapt", "--checkpoint", str(student), "--bag", bag,
+                       "--left", "/left/image_rect", "--right", "/right/image_rect",
+                       "--output", str(adapted), "--onnx", str(onnx), "--steps", "3",
+                       "--batch-size", "1", "--crop", "64x96", "--lr", "1e-3", "--quiet",
+                       "--threads", "1"]) == 0
+    before, after = load_checkpoint(student), load_checkpoint(adapted)
+    assert after.provenance["adapt"]["data"]["kind"] == "bag"
+    assert any(not torch.equal(before.state_dict[k], after.state_dict[k])
+               for k in before.state_dict)
+    for params in ({"backend": "torch", "checkpoint": str(adapted)},
+                   {"backend": "onnxruntime", "checkpoint": str(adapted),
+                    "onnx_path": str(onnx)}):
+        h = harness_factory(params={**params, "latency_budget_ms": 10000.0})
+        stamp = h.publish()
+        wait_for(lambda: h.got["disparity"] and h.got["points2"])
+        assert h.got["disparity"][0].header.stamp == stamp
+        disp, valid = conv.disparity_image_to_numpy(h.got["disparity"][0])
+        assert disp.shape == (H, W) and np.isfinite(disp[valid]).all() and valid.any()
+        assert h.node.backend.name == params["backend"]

@@ -161,8 +161,9 @@ def load_folder_pairs(folder: Path, max_pairs: Optional[int] = None) -> StereoPa
 
 
 def load_bag_pairs(path: Path, left_topic: str, right_topic: str,
-                   max_pairs: Optional[int] = None) -> StereoPairs:
-    """Pairs of a rosbag2's two image topics with identical stamps (mono is made RGB).
+                   max_pairs: Optional[int] = None, slop_s: float = 0.0) -> StereoPairs:
+    """Pairs of a rosbag2's two image topics with identical stamps, or stamps at most ``slop_s``
+    seconds apart (mono is made RGB).
 
     Raises:
         AdaptError: no bag, a topic missing (the bag's topics are listed), undecodable images,
@@ -173,7 +174,7 @@ def load_bag_pairs(path: Path, left_topic: str, right_topic: str,
 
     names, left, right = [], [], []
     try:
-        for frame in read_stereo_pairs(str(path), left_topic, right_topic):
+        for frame in read_stereo_pairs(str(path), left_topic, right_topic, slop_s=slop_s):
             l_img, r_img = (np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a
                             for a in (frame.left, frame.right))
             if l_img.dtype != np.uint8:
@@ -192,8 +193,9 @@ def load_bag_pairs(path: Path, left_topic: str, right_topic: str,
     except ValueError as exc:  # a topic not in the bag (listed)
         raise AdaptError(f"adapt --bag: {exc}") from None
     if not names:
+        how = f"within {slop_s:g} s" if slop_s else "exactly (try --slop)"
         raise AdaptError(f"adapt --bag {path}: no synchronized pairs on {left_topic} and "
-                         f"{right_topic} (their header stamps never match exactly)")
+                         f"{right_topic} (their header stamps never match {how})")
     _check_sizes(names, left, right, f"adapt --bag {path}")
     return StereoPairs(names, left, right, {"kind": "bag", "path": str(path),
                                             "topics": [left_topic, right_topic]})

@@ -114,6 +114,8 @@ def _adapt_parser() -> argparse.ArgumentParser:
     p.add_argument("--left", default="/left/image_rect", help="left image topic (--bag)")
     p.add_argument("--right", default="/right/image_rect", help="right image topic (--bag)")
     p.add_argument("--max-pairs", type=int, default=None, help="use at most N pairs")
+    p.add_argument("--slop", type=float, default=0.0,
+                   help="--bag: pair stamps up to this many seconds apart (default 0 = exact)")
     p.add_argument("--output", type=Path, required=True, help="adapted checkpoint to write")
     p.add_argument("--onnx", type=Path, default=None, help="also export it to this ONNX file")
     p.add_argument("--force", action="store_true", help="overwrite --output / --onnx")
@@ -159,7 +161,8 @@ def _adapt(argv: Sequence[str]) -> int:
         if args.threads > 0:
             torch.set_num_threads(args.threads)
         pairs = (load_folder_pairs(args.pairs, args.max_pairs) if args.pairs is not None else
-                 load_bag_pairs(args.bag, args.left, args.right, args.max_pairs))
+                 load_bag_pairs(args.bag, args.left, args.right, args.max_pairs,
+                                args.slop))
         summary = adapt(checkpoint, pairs, args.output, cfg, onnx=args.onnx, force=args.force,
                         resume=args.resume, progress=not args.quiet)
     except (AdaptError, SizeError, CheckpointError, FileNotFoundError) as exc:

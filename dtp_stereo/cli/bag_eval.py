@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-width", type=int, default=None,
                         help="downscale wider images to this width px (the node's max_width)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    parser.add_argument("--slop", type=float, default=0.0,
+                        help="pair left/right stamps up to this many seconds apart, as the "
+                             "node's approximate_sync (default 0 = exact stamps)")
     parser.add_argument("--output-bag", type=Path, default=None,
                         help="write /disparity and /points2 to this new bag")
     parser.add_argument("--output-storage", choices=("sqlite3", "mcap"), default="sqlite3")
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
                           right_topic=args.right, gt_topic=args.gt, left_info_topic=left_info,
                           right_info_topic=right_info,
                           output_bag=None if args.output_bag is None else str(args.output_bag),
-                          output_storage=args.output_storage, max_frames=args.max_frames)
+                          output_storage=args.output_storage, max_frames=args.max_frames,
+                          slop_s=args.slop)
     except (BackendError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
