@@ -267,3 +267,35 @@ def test_dtpnet_correlation_option_config_roundtrip_and_2d_export(tmp_path):
     with torch.no_grad():
         want = model(x, y).disparity.numpy()
     assert np.abs(got - want).max() < 1e-3
+
+
+def test_dtpnet_correlation_norm_gives_cosine_planes_and_exports(tmp_path):
+    """``correlation_norm``: parameter-free unit-length features, so every correlation plane is
+    a cosine similarity in [-1, 1] (1 at shift 0 of a pair of identical images); the config
+    round-trips and the ONNX graph matches eager PyTorch."""
+    ort = pytest.importorskip("onnxruntime")
+    from dtp_stereo.export import export_onnx
+    from dtp_test_utils import tiny_dtpnet_config
+
+    cfg = tiny_dtpnet_config(32, head="fast", correlation=4, correlation_norm=True)
+    model = build_model("dtpnet", **cfg).eval()
+    assert config_from_module(model) == model.config and model.config.correlation_norm
+    plain = build_model("dtpnet", **{**cfg, "correlation_norm": False}).eval()
+    assert model.state_dict().keys() == plain.state_dict().keys()  # no parameters added
+    planes = []
+    model.correlate.register_forward_hook(lambda m, i, o: planes.append(o))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g)
+    with torch.no_grad():
+        model(x, x)
+        model(x, y)
+    assert torch.allclose(planes[0][:, 0], torch.ones_like(planes[0][:, 0]), atol=1e-4)
+    assert all(p.abs().max() <= 1.0 + 1e-5 for p in planes)
+    with pytest.raises(ValueError, match="correlation_norm needs correlation"):
+        DTPNetConfig(correlation_norm=True)
+    path = export_onnx(model, str(tmp_path / "norm.onnx"), 32, 64)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {"left": x.numpy(), "right": y.numpy()})[0]
+    with torch.no_grad():
+        want = model(x, y).disparity.numpy()
+    assert np.abs(got - want).max() < 1e-3

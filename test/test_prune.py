@@ -91,11 +91,14 @@ def test_search_is_deterministic_in_widths():
     assert count_parameters(model) == count_parameters(build_model("dtpnet", **SMALL))
 
 
-def test_correlation_student_prunes_and_rebuilds():
-    """The shipped student's architecture (correlation planes): DepGraph traces the unrolled
-    shift slices, keeps the fixed widths and the plain class rebuilds the result exactly."""
+@pytest.mark.parametrize("norm", [False, True])
+def test_correlation_student_prunes_and_rebuilds(norm):
+    """The shipped student's architecture (correlation planes, optionally of unit-length
+    features): DepGraph traces the unrolled shift slices, keeps the fixed widths and the plain
+    class rebuilds the result exactly."""
     torch.manual_seed(0)
-    cfg_model = {"max_disparity": 32, "correlation": 8}  # default widths, as shipped
+    cfg_model = {"max_disparity": 32, "correlation": 8,  # default widths, as shipped
+                 "correlation_norm": norm}
     model = build_model("dtpnet", **cfg_model)
     g = torch.Generator().manual_seed(2)
     example = (torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g))
@@ -104,6 +107,7 @@ def test_correlation_student_prunes_and_rebuilds():
     assert 0.3 <= result.param_reduction <= 0.5
     assert result.max_abs_diff == 0.0
     assert result.config.correlation == 8 and result.config.c2d[-1] == 48  # fixed cost planes
+    assert result.config.correlation_norm == norm
     assert result.model.corr_proj[0].out_channels == 8
     assert result.model.corr_logits.out_channels == 32
 

@@ -63,6 +63,9 @@ class DTPNetConfig:
     hourglass: Tuple[int, int, int, int] = (96, 96, 96, 96)  # hourglass conv1..conv4 widths
     classifier: int = 32  # conv-BN-ReLU width before the final conv to D logits
     correlation: int = 0  # channels correlated over D/4 shifts into the c2d input; 0 = off
+    # correlate unit-length features (parameter-free L2 normalisation over the ``correlation``
+    # channels): each plane is then a cosine similarity in [-1, 1], whatever the image contrast
+    correlation_norm: bool = False
     refine: Tuple[int, ...] = ()  # EdgeRefine conv widths at 1/2 resolution (fast head); () = off
 
     def __post_init__(self) -> None:
@@ -82,10 +85,17 @@ class DTPNetConfig:
                 raise ValueError(f"DTPNetConfig.{name} needs at least one width")
         if self.correlation < 0:
             raise ValueError(f"DTPNetConfig.correlation must be >= 0, got {self.correlation}")
+        if not isinstance(self.correlation_norm, bool):
+            raise ValueError("DTPNetConfig.correlation_norm must be true or false, got "
+                             f"{self.correlation_norm!r}")
+        if self.correlation_norm and not self.correlation:
+            raise ValueError("DTPNetConfig.correlation_norm needs correlation > 0")
         if len(self.fuse) != 2 or len(self.hourglass) != 4:
             raise ValueError("DTPNetConfig: fuse needs 2 widths and hourglass 4 widths")
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "correlation_norm":
+                continue
             scalar_ok = f.name in ("head", "correlation", "refine")
             ws = v if isinstance(v, tuple) else () if scalar_ok else (v,)
             if any(int(w) < 1 for w in ws):
@@ -274,7 +284,12 @@ class DTPNet(nn.Module):
         pair = _cat(feat_l, feat_r)
         corr = None
         if self.config.correlation > 0:  # optional correlation planes, B×D/4×H/4×W/4
-            corr = self.correlate(self.corr_proj(feat_l), self.corr_proj(feat_r))
+            proj_l, proj_r = self.corr_proj(feat_l), self.corr_proj(feat_r)
+            if self.config.correlation_norm:  # unit length × sqrt(C): channel mean = cosine
+                scale = float(self.config.correlation) ** 0.5
+                proj_l = F.normalize(proj_l, dim=1, eps=1e-6) * scale
+                proj_r = F.normalize(proj_r, dim=1, eps=1e-6) * scale
+            corr = self.correlate(proj_l, proj_r)
             pair = _cat(pair, corr)
         volume = self.c2d(pair)  # channel-to-disparity: B×c2d[-1]×H/4×W/4
         logits_q = self.classifier(self.hourglass(self.pre(volume)))  # B×D×H/4×W/4
@@ -328,6 +343,7 @@ def config_from_module(model: DTPNet) -> DTPNetConfig:
                    _width(hg.conv4[0])),
         classifier=_width(model.classifier[0]),
         correlation=model.config.correlation,
+        correlation_norm=model.config.correlation_norm,
         refine=() if model.refine is None else tuple(
             _width(m) for m in model.refine.body if isinstance(m, nn.Sequential)),
     )
