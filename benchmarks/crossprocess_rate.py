@@ -1,10 +1,17 @@
 """How many camera-sized stereo pairs from another process reach the node, per DDS transport.
 
-For each setting of ``FASTDDS_BUILTIN_TRANSPORTS`` (unset = Fast DDS defaults; LARGE_DATA on both
-sides; LARGE_DATA on the node's side only) a fresh interpreter runs a StereoNode (stand-in
-backend: transport, not inference, is measured) and a publisher process
-(:mod:`dtp_stereo.tools.stereo_publisher`) sends N pairs best-effort. Writes
-``docs/results/crossprocess-rate.json``. Usage (repository root)::
+For each setting of the DDS environment (``FASTDDS_BUILTIN_TRANSPORTS`` and
+``ROS_AUTOMATIC_DISCOVERY_RANGE``, each on the node's side and the publisher's; unset = Fast DDS
+defaults) a fresh interpreter runs a StereoNode (stand-in backend: transport, not inference, is
+measured) and a publisher process (:mod:`dtp_stereo.tools.stereo_publisher`) sends N pairs
+best-effort. Writes ``docs/results/crossprocess-rate.json``.
+
+Why LOCALHOST discovery undoes LARGE_DATA: for ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``
+rmw_fastrtps sets ``use_builtin_transports = false`` and adds its own shared-memory and UDP
+transports with default settings (rmw_fastrtps_shared_cpp/src/participant.cpp), and Fast DDS reads
+``FASTDDS_BUILTIN_TRANSPORTS`` only when the builtin transports are on; the default shared-memory
+segment (512 KiB) is smaller than one 640×480 rgb8 image (900 KiB), whose dropped fragments never
+complete a best-effort sample. Usage (repository root)::
 
     .venv/bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 \\
         --output docs/results/crossprocess-rate.json
@@ -34,7 +41,7 @@ class Constant:
         h, w = left.shape[:2]
         return InferenceResult(np.full((h, w), 8.0, np.float32))
 
-n, h, w, pub_env = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+n, h, w, pub_env = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 domain = 100 + uuid.uuid4().int % 100
 context = rclpy.Context()
 rclpy.init(context=context, domain_id=domain)
@@ -43,9 +50,8 @@ node = StereoNode(backend=Constant(), namespace=ns, context=context)
 executor = SingleThreadedExecutor(context=context)
 executor.add_node(node)
 threading.Thread(target=executor.spin, daemon=True).start()
-env = {k: v for k, v in os.environ.items() if k != "FASTDDS_BUILTIN_TRANSPORTS"}  # the node's env
-if pub_env:
-    env["FASTDDS_BUILTIN_TRANSPORTS"] = pub_env
+env = {k: v for k, v in os.environ.items() if k not in pub_env["drop"]}  # the node's, less DDS
+env.update(pub_env["set"])
 env["ROS_DOMAIN_ID"] = str(domain)
 subprocess.run([sys.executable, "-m", "dtp_stereo.tools.stereo_publisher", ns, str(n), str(h),
                 str(w)], env=env, timeout=120, check=True)
@@ -60,21 +66,36 @@ os._exit(0)
 '''
 
 
-def measure(node_env: Optional[str], pub_env: Optional[str], pairs: int, h: int,
+DDS_VARIABLES = ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE")
+
+
+def measure(node_env: Dict[str, str], pub_env: Dict[str, str], pairs: int, h: int,
             w: int) -> Dict[str, int]:
-    """One run in a fresh interpreter (DDS reads the variable when the participant starts)."""
-    # Both variables are set here, not inherited: with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-    # (which other tools of this repository set) LARGE_DATA lost VGA pairs here (seen in failed
-    # test runs; not kept as a JSON)
-    drop = ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    if node_env:
-        env["FASTDDS_BUILTIN_TRANSPORTS"] = node_env
+    """One run in a fresh interpreter (DDS reads the variables when the participant starts);
+    ``node_env`` / ``pub_env``: the DDS variables of each side (others of :data:`DDS_VARIABLES`
+    unset)."""
+    env = {k: v for k, v in os.environ.items() if k not in DDS_VARIABLES}
+    env.update(node_env)
     env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run([sys.executable, "-c", _RUN, str(pairs), str(h), str(w),
-                          pub_env or ""], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, check=True).stdout
+    publisher = json.dumps({"drop": list(DDS_VARIABLES), "set": pub_env})
+    out = subprocess.run([sys.executable, "-c", _RUN, str(pairs), str(h), str(w), publisher],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+LARGE = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+LOCAL = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+SHM = {"FASTDDS_BUILTIN_TRANSPORTS": "SHM"}  # shared memory only: data and discovery stay local
+SHM_BIG = {"FASTDDS_BUILTIN_TRANSPORTS": "SHM?sockets_size=16MB"}
+# (label, node side, publisher side)
+SETTINGS = (("defaults", {}, {}),
+            ("LARGE_DATA both", LARGE, LARGE),
+            ("LARGE_DATA node only", LARGE, {}),
+            ("LOCALHOST both", LOCAL, LOCAL),
+            ("LARGE_DATA + LOCALHOST both", {**LARGE, **LOCAL}, {**LARGE, **LOCAL}),
+            ("SHM both", SHM, SHM),
+            ("SHM 16MB both", SHM_BIG, SHM_BIG))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -86,12 +107,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--size", default="480x640", help="HxW pixels (default 480x640)")
     p.add_argument("--repeats", type=int, default=2, help="runs per setting")
     p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--settings", nargs="*", default=None,
+                   help="labels of SETTINGS to run (default: all)")
     args = p.parse_args(argv)
     h, w = parse_size(args.size)
-    settings = [("defaults", None, None), ("LARGE_DATA both", "LARGE_DATA", "LARGE_DATA"),
-                ("LARGE_DATA node only", "LARGE_DATA", None)]
     rows = []
-    for label, node_env, pub_env in settings:
+    for label, node_env, pub_env in SETTINGS:
+        if args.settings and label not in args.settings:
+            continue
         runs = [measure(node_env, pub_env, args.pairs, h, w) for _ in range(args.repeats)]
         rows.append({"setting": label, "node_env": node_env, "publisher_env": pub_env,
                      "runs": runs})

@@ -49,6 +49,7 @@ from dtp_stereo.ros.geometry import StereoCamera
 from dtp_stereo.ros.outputs import OutputOptions, output_messages
 from dtp_stereo.ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, LatestSlot
 from dtp_stereo.ros.sync import stamp_to_ns
+from dtp_stereo.ros.transport import transport_advice
 
 __all__ = ["NODE_NAME", "PARAMETERS", "LIVE_PARAMETERS", "ParamSpec", "StereoNode",
            "backend_options", "main"]
@@ -275,12 +276,10 @@ class StereoNode(Node):
             self._diag_timer = self.create_timer(p["diagnostics_period_s"],
                                                  self.publish_diagnostics,
                                                  callback_group=MutuallyExclusiveCallbackGroup())
-        if "FASTDDS_BUILTIN_TRANSPORTS" not in os.environ and \
-                "fastrtps" in rclpy.get_rmw_implementation_identifier():
-            self.get_logger().info(
-                "Fast DDS with default transports: images over ~0.5 MB from other processes "
-                "mostly do not arrive best-effort; export FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA "
-                "for the camera driver and this node (the launch file does it for the node)")
+        advice = transport_advice(os.environ, rclpy.get_rmw_implementation_identifier())
+        if advice is not None:
+            level, text = advice
+            (self.get_logger().warning if level == "warn" else self.get_logger().info)(text)
         self.get_logger().info(
             f"ready: backend {self.backend.name} on {self.backend.device}, max disparity "
             f"{self.backend.max_disparity} px, "

@@ -16,7 +16,9 @@ Camera-sized images between processes: with Fast DDS defaults, messages over abo
 (docs/results/crossprocess-rate.json: 1-6 of 10 VGA pairs; 10 of 10 with
 ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` in both processes; 0 of 10 when only the subscriber
 has it). The node therefore gets ``LARGE_DATA`` when the environment sets nothing (argument
-``fastdds_builtin_transports``); export the same for the camera driver.
+``fastdds_builtin_transports``); export the same for the camera driver. For a graph on this
+machine only use ``SHM?sockets_size=16MB`` on both sides, not
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (rmw_fastrtps then ignores the variable).
 """
 
 import os

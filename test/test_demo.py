@@ -12,6 +12,7 @@ import torch
 from dtp_stereo.checkpoint import save_checkpoint
 from dtp_stereo.cli.main import main
 from dtp_stereo.models import build_model
+from dtp_stereo.ros.transport import LOCAL_ONLY_TRANSPORT
 from dtp_test_utils import tiny_dtpnet_config
 
 TINY = tiny_dtpnet_config(64)
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 def test_demo_writes_summary_images_and_cloud(tmp_path, monkeypatch, capsys):
     pytest.importorskip("rclpy")
     monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 7) % 200))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as the demo sets it
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", LOCAL_ONLY_TRANSPORT)  # as the demo sets it
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("dtpnet", **TINY))
     out = tmp_path / "demo_out"

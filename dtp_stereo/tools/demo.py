@@ -12,9 +12,9 @@ and one point cloud (PLY). A one-frame bag played first warms the node up and is
 
 Everything runs on a private rclpy context in a random ROS domain (``ROS_DOMAIN_ID`` when set)
 so it does not disturb other ROS graphs on the machine. Both processes get
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` unless
-the environment sets them: camera-sized images
-do not cross processes best-effort with Fast DDS defaults (docs/results/crossprocess-rate.json).
+``FASTDDS_BUILTIN_TRANSPORTS=SHM?sockets_size=16MB`` (shared memory only, segments large enough
+for camera-sized images) unless the environment sets it: camera-sized images do not cross
+processes best-effort with Fast DDS defaults (docs/results/crossprocess-rate.json).
 """
 
 import argparse
@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from dtp_stereo.preprocess import parse_size
+from dtp_stereo.ros.transport import LOCAL_ONLY_TRANSPORT
 
 PROG = "dtp-stereo demo"
 
@@ -205,10 +206,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one linear script)
     write_sample_bag(bag_path, n_frames=args.frames, height=height, width=width,
                      rate_hz=args.rate)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 101))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # before any participant
-    # the demo's graph stays on this machine; without it the player's and the node's
-    # participants did not match here with LARGE_DATA (the node received no image)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # before any participant: the demo's graph stays on this machine, over shared memory with
+    # segments for camera-sized images (dtp_stereo.ros.transport; not LOCALHOST discovery,
+    # which makes rmw_fastrtps ignore this variable)
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", LOCAL_ONLY_TRANSPORT)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     executor = SingleThreadedExecutor(context=context)
