@@ -216,3 +216,29 @@ def test_ship_model_refresh_replaces_only_the_speed_section(tmp_path):
     assert got["test_metrics"] == {"epe": 3.0} and len(got["refreshed_by"]) == 1
     assert ship.main(["unused.pt", "--name", "absent", "--out-dir", str(tmp_path), "--refresh",
                       "--speed", str(speed)]) == 2
+
+
+def test_claims_table_reads_finished_rows_and_real_pairs(tmp_path):
+    table = _load_script("claims_table")
+    root = tmp_path / "claims"
+    metrics = {"epe": 3.5, "d1": 9.9, "bad_2": 13.2, "params": 100}
+    for row, stage in (("gt", "distill"), ("pruned", "finetune")):
+        (root / row / "eval").mkdir(parents=True)
+        (root / row / "eval" / "results.json").write_text(
+            json.dumps({"models": {stage: metrics}}))
+        folder = root / row if stage == "distill" else root / row / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps({"best_epe": 3.4, "step": 1200}))
+    (root / "kl").mkdir()  # unfinished: no eval, no row
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps({"label": "gt", "dataset": {"scale": 0.5},
+                                "per_image": [{"name": "aloe", "epe": 2.0, "bad_2": 20.0}],
+                                "comparison": {"pruned": {"per_image": [
+                                    {"name": "aloe", "epe": 1.5, "bad_2": 15.0}]}}}))
+    out = tmp_path / "claims.json"
+    assert table.main(["--root", str(root), "--real", str(real), "--output", str(out)]) == 0
+    rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"gt", "pruned"}
+    assert rows["gt"]["real"] == {"aloe@0.5": {"epe": 2.0, "bad_2": 20.0}}
+    assert rows["pruned"]["real"]["aloe@0.5"]["epe"] == 1.5 and rows["pruned"]["steps"] == 1200
+    assert table.main(["--root", str(tmp_path / "none")]) == 2
