@@ -151,12 +151,18 @@ def test_adapt_writes_an_ordinary_checkpoint_of_the_same_widths(student, tmp_pat
         adapt(student, pairs, out, cfg, progress=False, tensorboard=False)
 
 
-def test_adapt_resumes_a_cut_run_exactly(student, tmp_path, monkeypatch):
+@pytest.mark.parametrize("synthetic_weight", [0.0, 0.5])
+def test_adapt_resumes_a_cut_run_exactly(student, tmp_path, monkeypatch, synthetic_weight):
+    """Also with the synthetic replay on: its scenes are indexed by step, so a resumed run
+    sees the same ones."""
     import training.adapt as adapt_module
 
     pairs = load_folder_pairs(_write_pairs(tmp_path / "pairs", n=2))
-    cfg = AdaptCfg(steps=4, batch_size=1, crop=(64, 96), checkpoint_every=2, proxy="none")
-    adapt(student, pairs, tmp_path / "full.pt", cfg, progress=False, tensorboard=False)
+    cfg = AdaptCfg(steps=4, batch_size=1, crop=(64, 96), checkpoint_every=2, proxy="none",
+                   synthetic_weight=synthetic_weight)
+    summary = adapt(student, pairs, tmp_path / "full.pt", cfg, progress=False,
+                    tensorboard=False)
+    assert ("synthetic" in summary["final_losses"]) == (synthetic_weight > 0)
     real, calls = adapt_module.photometric_loss, []
 
     def killed_at_step_3(*args):

@@ -15,6 +15,11 @@ name) or from a rosbag2 (two image topics, exact stamps). Losses, each switchabl
 - **smoothness** -- edge-aware first-order smoothness of the mean-normalised disparity.
 - **anchor** -- L1 to the disparity of the frozen starting model on the same crops
   (distillation from the starting point, so the network does not forget how to match).
+- **synthetic** (off by default) -- the supervised loss (smooth L1 on ground truth) on fresh
+  procedural scenes (:class:`~dtp_stereo.data.synthetic.SyntheticStereo`, a new batch every
+  step) mixed in, the replay against forgetting that the issue names; it costs one more
+  forward/backward per step and is what lets a higher learning rate adapt further without
+  losing the synthetic test split (docs/results/adapt-ablation.json).
 
 Defaults work without tuning: low learning rate (5e-5), BatchNorm statistics frozen (tiny
 batches of one camera would skew them), crops of 256×320 of images scaled to at most 640 px
@@ -41,6 +46,7 @@ from dtp_stereo.baselines import sgbm_disparity
 from dtp_stereo.checkpoint import load_model, read_torch_file, save_checkpoint
 from dtp_stereo.files import atomic_path
 from dtp_stereo.preprocess import image_to_tensor
+from training.losses import disparity_loss
 
 __all__ = ["AdaptCfg", "AdaptError", "StereoPairs", "adapt", "load_bag_pairs",
            "load_folder_pairs", "photometric_loss", "proxy_labels", "smoothness_loss",
@@ -68,6 +74,7 @@ class AdaptCfg:
     photometric_weight: float = 1.0
     smoothness_weight: float = 0.1
     anchor_weight: float = 1.0  # L1 to the frozen starting model (anti-forgetting)
+    synthetic_weight: float = 0.0  # supervised loss on fresh synthetic scenes (replay); 0 = off
     lr_check_px: float = 1.0  # left-right consistency of the SGBM labels, pixels
     # SGBM search range of the proxies, pixels; 0 = fitted per pair: 1.25 x the 99th percentile
     # of the starting model's disparity, rounded up to 16 (a range of D = 192 on a 320-px-wide
@@ -82,7 +89,7 @@ class AdaptCfg:
         if self.proxy not in ("sgbm", "none"):
             raise AdaptError(f"adapt: proxy must be sgbm or none, got {self.proxy!r}")
         weights = (self.proxy_weight, self.photometric_weight, self.smoothness_weight,
-                   self.anchor_weight)
+                   self.anchor_weight, self.synthetic_weight)
         if min(weights) < 0 or (self.proxy_weight if self.proxy == "sgbm" else 0) \
                 + self.photometric_weight <= 0:
             raise AdaptError("adapt: weights must be >= 0, and the proxy or the photometric "
@@ -373,6 +380,13 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
+    replay = None
+    if cfg.synthetic_weight > 0:
+        from dtp_stereo.data.synthetic import SyntheticStereo
+
+        rh, rw = (max(divisor, c - c % divisor) for c in cfg.crop)
+        replay = SyntheticStereo(height=rh, width=rw, max_disparity=d_max, seed=cfg.seed + 1,
+                                 length=2**31 - 1, max_disparity_fraction=0.3)
     log = MetricsLog(output.with_name(output.name + ".adapt_log"), True, tensorboard,
                      resume_step=step if step else None)
     bar = None
@@ -406,8 +420,16 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
                 with torch.no_grad():
                     anchor = reference(left, right).disparity
                 terms["anchor"] = (pred - anchor).abs().mean()
+            if replay is not None:  # scenes indexed by step: resumes stay exact
+                scenes = [replay.sample(step * cfg.batch_size + i) for i in range(cfg.batch_size)]
+                s_left = torch.cat([image_to_tensor(sc["left"]) for sc in scenes])
+                s_right = torch.cat([image_to_tensor(sc["right"]) for sc in scenes])
+                s_gt = torch.stack([torch.from_numpy(sc["disparity"]) for sc in scenes])
+                terms["synthetic"] = disparity_loss(model(s_left, s_right).disparity, s_gt,
+                                                    None, d_max)
             weights = {"proxy": cfg.proxy_weight, "photometric": cfg.photometric_weight,
-                       "smoothness": cfg.smoothness_weight, "anchor": cfg.anchor_weight}
+                       "smoothness": cfg.smoothness_weight, "anchor": cfg.anchor_weight,
+                       "synthetic": cfg.synthetic_weight}
             loss = sum(weights[k] * v for k, v in terms.items())
             optimizer.zero_grad(set_to_none=True)
             if torch.isfinite(loss):

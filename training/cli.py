@@ -128,7 +128,7 @@ def _adapt_parser() -> argparse.ArgumentParser:
                    help="scale wider images down to this width first, px (%(default)s)")
     p.add_argument("--proxy", choices=("sgbm", "none"), default=d.proxy,
                    help="proxy-label source (%(default)s)")
-    for name in ("proxy", "photometric", "smoothness", "anchor"):
+    for name in ("proxy", "photometric", "smoothness", "anchor", "synthetic"):
         p.add_argument(f"--{name}-weight", type=float, default=getattr(d, f"{name}_weight"),
                        help=f"weight of the {name} loss, 0 = off (%(default)s)")
     p.add_argument("--lr-check-px", type=float, default=d.lr_check_px,
@@ -155,7 +155,8 @@ def _adapt(argv: Sequence[str]) -> int:
                        crop=parse_size(args.crop), max_width=args.max_width, proxy=args.proxy,
                        proxy_weight=args.proxy_weight, photometric_weight=args.photometric_weight,
                        smoothness_weight=args.smoothness_weight,
-                       anchor_weight=args.anchor_weight, lr_check_px=args.lr_check_px,
+                       anchor_weight=args.anchor_weight,
+                       synthetic_weight=args.synthetic_weight, lr_check_px=args.lr_check_px,
                        seed=args.seed)
         checkpoint = resolve_model(args.checkpoint)
         if args.threads > 0:
