@@ -130,7 +130,35 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 \
   --output docs/results/adapt-real.json
 # Images across processes (issue 12).
+# Which adaptation losses and settings earn their place (real pairs = validation here).
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --variant default \
+  --variant "proxy_only:photometric_weight=0,smoothness_weight=0" \
+  --variant "photometric_only:proxy=none" --variant "strong:lr=2e-4,anchor_weight=0.25" \
+  --output docs/results/adapt-ablation.json
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 \
+  --variant "strong_replay:lr=2e-4,anchor_weight=0.25,synthetic_weight=1" \
+  --variant "mid_replay:lr=1e-4,synthetic_weight=1" --output docs/results/adapt-ablation-replay.json
 $bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 --repeats 3 \
   --output docs/results/crossprocess-rate.json
+# The papers' claims and the data / architecture choices at one budget (issue 9; about 2.5 h,
+# each row resumable; rows kept in models/stages/claims/<row>).
+for row in gt both pruned photo single kl norm corr32 l1; do
+  bash scripts/train_real.sh claims-$row
+done
+also=(); for row in both pruned photo single kl norm corr32 l1; do
+  [ -f models/stages/claims/$row/eval/results.json ] || continue
+  ckpt=models/stages/claims/$row/best.pt; [ $row = pruned ] && ckpt=models/stages/claims/pruned/finetune/best.pt
+  also+=(--also "$row=$ckpt")
+done
+for scale in 0.25 0.5; do
+  .venv/bin/dtp-stereo eval --dataset middlebury2014 --root data/real --split all --scale $scale \
+    --checkpoint models/stages/claims/gt/best.pt --label gt "${also[@]}" --threads 2 \
+    --output docs/results/claims-real-x$scale.json
+done
+$bin/python benchmarks/claims_table.py --teacher-eval docs/results/real-s1-eval.json \
+  --real docs/results/claims-real-x0.25.json docs/results/claims-real-x0.5.json \
+  --output docs/results/claims-real.json
 # Stage 2 (256x512, edge refinement; resumable across sessions from models/stages/real_s2).
 bash scripts/train_real.sh s2
