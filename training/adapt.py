@@ -385,8 +385,12 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
         from dtp_stereo.data.synthetic import SyntheticStereo
 
         rh, rw = (max(divisor, c - c % divisor) for c in cfg.crop)
+        # disparities up to 0.8·D whatever the crop width (the synthetic test split reaches
+        # 0.3 × 512 = 154 px of D = 192): a narrow crop's 0.3·W would leave the far range out,
+        # and that range is what a near-only camera scene makes the network forget
         replay = SyntheticStereo(height=rh, width=rw, max_disparity=d_max, seed=cfg.seed + 1,
-                                 length=2**31 - 1, max_disparity_fraction=0.3)
+                                 length=2**31 - 1,
+                                 max_disparity_fraction=min(1.0, 0.8 * d_max / rw))
     log = MetricsLog(output.with_name(output.name + ".adapt_log"), True, tensorboard,
                      resume_step=step if step else None)
     bar = None
