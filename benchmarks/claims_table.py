@@ -21,16 +21,18 @@ from typing import Any, Dict, List, Optional
 
 # row -> (what it answers, pipeline stage whose model is the row's)
 ROWS = {
-    "gt": ("student from scratch, ground truth only", "distill"),
-    "l1": ("student from scratch, teacher only, L1 on the logits' disparities", "distill"),
-    "kl": ("student from scratch, teacher only, KL on the logits", "distill"),
-    "both": ("student from scratch, ground truth + L1 on the logits", "distill"),
-    "pruned": ("teacher pruned to the student's widths (400 steps), then GT + L1 (800 steps)",
+    "gt": ("pruned teacher, fine-tuned on ground truth only", "distill"),
+    "l1": ("pruned teacher, fine-tuned on the teacher only, L1 on the logits' disparities",
+           "distill"),
+    "kl": ("pruned teacher, fine-tuned on the teacher only, KL on the logits", "distill"),
+    "both": ("pruned teacher, fine-tuned on ground truth + L1 on the logits", "distill"),
+    "pruned": ("pruned teacher, the default's fine-tuning recipe (GT + L1, lr 5e-4), 800 steps",
                "finetune"),
-    "norm": ("as gt, correlation of unit-length features", "distill"),
-    "corr32": ("as gt, 32 correlation channels", "distill"),
     "photo": ("as gt, photo-textured scenes (photo_layers)", "distill"),
     "single": ("as gt, stereo pairs from single photos (single_image)", "distill"),
+    "scratch": ("student from scratch (same widths), ground truth only", "distill"),
+    "norm": ("as scratch, correlation of unit-length features", "distill"),
+    "corr32": ("as scratch, 32 correlation channels", "distill"),
 }
 
 

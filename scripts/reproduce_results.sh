@@ -144,10 +144,10 @@ $bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 --repeats 
   --output docs/results/crossprocess-rate.json
 # The papers' claims and the data / architecture choices at one budget (issue 9; about 2.5 h,
 # each row resumable; rows kept in models/stages/claims/<row>).
-for row in gt both pruned photo single kl norm corr32 l1; do
+for row in gt both pruned photo single kl scratch l1 norm corr32; do
   bash scripts/train_real.sh claims-$row
 done
-also=(); for row in both pruned photo single kl norm corr32 l1; do
+also=(); for row in both pruned photo single kl scratch l1 norm corr32; do
   [ -f models/stages/claims/$row/eval/results.json ] || continue
   ckpt=models/stages/claims/$row/best.pt; [ $row = pruned ] && ckpt=models/stages/claims/pruned/finetune/best.pt
   also+=(--also "$row=$ckpt")

@@ -6,7 +6,7 @@
 # "distill"); prune is distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
 # pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped);
 # claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
-# overrides below; rows gt, l1, kl, both, pruned, photo, single, norm, corr32), kept in
+# overrides below; rows gt, l1, kl, both, pruned, photo, single, scratch, norm, corr32), kept in
 # models/stages/claims/<row>.
 # The state lives in runs/real_<stage>/<pipeline stage> (git-ignored) while it trains; its
 # last.pt / best.pt / metrics.csv / summary.json / results.json / export.json are copied to
@@ -38,10 +38,11 @@ case $stage in
       pruned) steps="finetune eval" ;;
       photo) row_args=(data.train.name=photo_layers data.train.textures=data/textures) ;;
       single) row_args=(data.train.name=single_image data.train.textures=data/textures) ;;
-      norm) row_args=(student_model.config.correlation_norm=true) ;;
-      corr32) row_args=(student_model.config.correlation=32) ;;
+      scratch) row_args=(student_model.checkpoint=null) ;;
+      norm) row_args=(student_model.checkpoint=null student_model.config.correlation_norm=true) ;;
+      corr32) row_args=(student_model.checkpoint=null student_model.config.correlation=32) ;;
       *) echo "train_real.sh: unknown claims row '$row' (gt, l1, kl, both, pruned, photo," \
-           "single, norm, corr32)" >&2; exit 2 ;;
+           "single, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
   *) echo "train_real.sh: unknown stage '$stage' (s1, s2, prune or claims-<row>)" >&2; exit 2 ;;
