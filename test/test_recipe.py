@@ -266,3 +266,25 @@ distill:
     from dtp_stereo.checkpoint import load_model
     model, meta = load_model(tmp_path / "run" / "distill" / "last.pt")
     assert tuple(meta.model_config["refine"]) == (8,) and model.refine is not None
+
+
+def test_student_config_ignored_by_a_checkpoint_start_is_warned_about(tmp_path, caplog):
+    """A student that starts from a checkpoint is built from the checkpoint's config: entries of
+    student_model.config that differ are ignored, and the run says so (a claims row once
+    trained the checkpoint silently instead of a fresh student with its config)."""
+    import logging
+
+    from dtp_stereo.checkpoint import save_checkpoint
+    from dtp_stereo.models import build_model
+    from dtp_test_utils import tiny_dtpnet_config
+    from training.stages import warn_ignored_config
+
+    cfg = tiny_dtpnet_config(16, head="fast", correlation=4)
+    ckpt = save_checkpoint(tmp_path / "s.pt", build_model("dtpnet", **cfg))
+    same = {**cfg, "stem": list(cfg["stem"])}  # YAML lists equal checkpoint tuples
+    with caplog.at_level(logging.WARNING, logger="training.stages"):
+        assert warn_ignored_config(ckpt, same, {}, {}) == []
+        assert not caplog.records
+        assert warn_ignored_config(ckpt, {**cfg, "correlation_norm": True, "correlation": 8},
+                                   {"correlation": 8}, {}) == ["correlation_norm"]
+    assert "correlation_norm" in caplog.text and "null" in caplog.text

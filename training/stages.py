@@ -9,7 +9,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
@@ -73,6 +73,29 @@ def load_extended(path: Path, overrides: Dict[str, Any], extend: Dict[str, Any]
                               f"{sorted(set(missing) - added)[:5]})")
     _LOG.info("%s: grown by %s (%d new tensors)", path, extend, len(added))
     return grown, ckpt.model_name
+
+
+def warn_ignored_config(path: Path, config: Dict[str, Any], overrides: Dict[str, Any],
+                        extend: Dict[str, Any]) -> List[str]:
+    """Warn (and return the keys) where ``student_model.config`` differs from the checkpoint the
+    student starts from: the checkpoint's own config builds the model, so those entries are
+    ignored unless ``overrides`` or ``extend`` set them too. A run that meant to build a fresh
+    student with them silently trains the checkpoint otherwise."""
+    own = load_checkpoint(path).model_config
+    ignored = sorted(k for k, v in config.items()
+                     if k not in overrides and k not in extend and
+                     _normalised(own.get(k)) != _normalised(v))
+    if ignored:
+        _LOG.warning("student_model.config %s differ from %s's and are ignored: the student "
+                     "starts from that checkpoint (set student_model.checkpoint to null for a "
+                     "fresh student, or use student_model.overrides / extend)",
+                     {k: config[k] for k in ignored}, path)
+    return ignored
+
+
+def _normalised(value: Any) -> Any:
+    """Lists and tuples compare equal (YAML gives lists, checkpoints tuples)."""
+    return tuple(_normalised(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _import_teacher(cfg: PipelineCfg) -> Tuple[nn.Module, str]:
@@ -188,6 +211,8 @@ def stage_distill(cfg: PipelineCfg, resume: bool = False,
     train, val, _ = _datasets(cfg)
     mc = cfg.student_model
     seed_everything(mix_seed(cfg.seed, 2))
+    if mc.checkpoint:
+        warn_ignored_config(Path(mc.checkpoint), mc.config, mc.overrides, mc.extend)
     if mc.checkpoint and mc.extend:
         student, name = load_extended(Path(mc.checkpoint), mc.overrides, mc.extend)
     elif mc.checkpoint:
