@@ -13,7 +13,7 @@ fast regression head; ``checkpoint:=legacy_d64`` (or another name of
 
 Camera-sized images between processes: with Fast DDS defaults, messages over about 0.5 MB
 (a 640x480 rgb8 image is 0.9 MB) mostly do not arrive best-effort
-(docs/results/crossprocess-rate.json: 1-6 of 10 VGA pairs; 10 of 10 with
+(docs/results/crossprocess-rate.json: 2-3 of 10 VGA pairs; 10 of 10 with
 ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` in both processes; 0 of 10 when only the subscriber
 has it). The node therefore gets ``LARGE_DATA`` when the environment sets nothing (argument
 ``fastdds_builtin_transports``); export the same for the camera driver. For a graph on this

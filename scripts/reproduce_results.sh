@@ -142,6 +142,12 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --variant "mid_replay:lr=1e-4,synthetic_weight=1" --output docs/results/adapt-ablation-replay.json
 $bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 --repeats 3 \
   --output docs/results/crossprocess-rate.json
+# The claims rows' data paths (pairs/s in one process).
+for n in synthetic photo_layers single_image; do
+  extra=(); [ $n = synthetic ] || extra=(data.train.name=$n data.train.textures=data/textures)
+  $bin/python benchmarks/data_rate.py --config configs/real/claims.yaml --samples 40 \
+    --output docs/results/data-rate-claims-$n.json ${extra[@]+"${extra[@]}"}
+done
 # The papers' claims and the data / architecture choices at one budget (issue 9; about 2.5 h,
 # each row resumable; rows kept in models/stages/claims/<row>).
 for row in gt both pruned photo single kl scratch l1 norm corr32; do

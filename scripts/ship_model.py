@@ -75,6 +75,11 @@ def real_summary(paths: List[str], label: str = "student") -> List[Dict[str, Any
     return rows
 
 
+def _command(argv: Optional[List[str]]) -> str:
+    """The command line that ran this script (for the card's provenance)."""
+    return " ".join(["python", "scripts/ship_model.py"] + list(argv or sys.argv[1:]))
+
+
 def speed_summary(path: str) -> Dict[str, Any]:
     """The card's speed section from a ``benchmarks/sgbm_speed.py`` JSON."""
     sp = json.loads(Path(path).read_text())
@@ -97,7 +102,7 @@ def refresh_card(card_path: Path, args: argparse.Namespace, argv: Optional[List[
         card["speed"] = speed_summary(args.speed)
     if args.real:
         card["real_pairs"] = real_summary(args.real)
-    command = " ".join(["python", "scripts/ship_model.py"] + list(argv or sys.argv[1:]))
+    command = _command(argv)
     card.setdefault("refreshed_by", []).append(command)
     card_path.write_text(json.dumps(card, indent=2, default=str))
     print(f"refreshed {card_path}")
@@ -132,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = json.loads(Path(args.eval).read_text())
     metrics = results["models"][args.stage]
     h, w = int(results["height"]), int(results["width"])
-    command = " ".join(["python", "scripts/ship_model.py"] + list(argv or sys.argv[1:]))
+    command = _command(argv)
     provenance = dict(ckpt.provenance or {})
     provenance.update(source_checkpoint=str(args.checkpoint), eval_results=str(args.eval),
                       test_metrics={k: metrics.get(k) for k in ("epe", "d1", "bad_2", "bad_3")},

@@ -1,7 +1,7 @@
 """Camera-sized images from another process reach the node (issue 12).
 
 With Fast DDS defaults, best-effort messages over about 0.5 MB mostly do not cross processes
-(docs/results/crossprocess-rate.json: 1-6 of 10 640x480 rgb8 pairs); with
+(docs/results/crossprocess-rate.json: 2-3 of 10 640x480 rgb8 pairs); with
 FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in both processes, as the launch file sets for the node,
 all of them do, and so with the local-only shared-memory setting the demo uses
 (``SHM?sockets_size=16MB``). Both sides run in fresh interpreters

@@ -1,12 +1,12 @@
 """Advice on the DDS transport for camera-sized images between processes (ROS-free).
 
 Measured (``docs/results/crossprocess-rate.json``, 640×480 rgb8 pairs best-effort from another
-process, rmw_fastrtps): Fast DDS defaults deliver 1-6 of 10; ``FASTDDS_BUILTIN_TRANSPORTS=
+process, rmw_fastrtps): Fast DDS defaults deliver 2-3 of 10; ``FASTDDS_BUILTIN_TRANSPORTS=
 LARGE_DATA`` on both sides 10 of 10; ``SHM?sockets_size=16MB`` on both sides 10 of 10 (shared
 memory only, so the graph stays on the machine). ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``
 undoes either: rmw_fastrtps then turns Fast DDS's builtin transports off and adds its own
 shared-memory and UDP transports with default sizes (a 512 KiB segment, less than one VGA image),
-so ``FASTDDS_BUILTIN_TRANSPORTS`` is ignored (1-2 of 10 with LARGE_DATA, 0 of 10 without).
+so ``FASTDDS_BUILTIN_TRANSPORTS`` is ignored (1-3 of 10 with LARGE_DATA, 2-4 without).
 """
 
 from typing import Mapping, Optional, Tuple
