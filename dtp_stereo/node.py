@@ -405,8 +405,33 @@ class StereoNode(Node):
 
     def _on_pair(self, left: Image, right: Image) -> None:
         self.diagnostics.record_input()
+        try:  # metadata only (constant time): a bad pair never displaces a good one waiting
+            self._check_pair(left, right)
+        except _BadInput as exc:
+            self._report_error("bad_input", str(exc))
+            return
         if self._slot.put((left, right, time.perf_counter())) is not None:
             self.diagnostics.record_dropped()
+
+    def _check_pair(self, left: Image, right: Image) -> None:
+        """Encodings, buffers, equal sizes and the size limit of a pair, from its metadata.
+
+        Raises:
+            _BadInput: naming the topic and the problem.
+        """
+        for side, msg in (("left", left), ("right", right)):
+            try:
+                conv.check_image_msg(msg)
+            except conv.ImageConversionError as exc:
+                raise _BadInput(f"{side}/image_rect: {exc}") from exc
+        if (left.height, left.width) != (right.height, right.width):
+            raise _BadInput(f"left/right size mismatch: left is {left.width}x{left.height}, "
+                            f"right is {right.width}x{right.height}")
+        megapixels = left.height * left.width / 1e6
+        if 0 < self._max_megapixels < megapixels:
+            raise _BadInput(f"left/right image_rect: {left.width}x{left.height} is "
+                            f"{megapixels:.1f} Mpx, above max_input_megapixels "
+                            f"{self._max_megapixels:g}; publish smaller images or raise it")
 
     def _run_worker(self) -> None:
         while not self._slot.closed:
@@ -444,14 +469,6 @@ class StereoNode(Node):
             right = conv.image_msg_to_rgb(right_msg, self._bit_depth)
         except conv.ImageConversionError as exc:
             raise _BadInput(f"left/right image_rect: {exc}") from exc
-        if left.shape != right.shape:
-            raise _BadInput(f"left/right size mismatch: left is {left.shape[1]}x{left.shape[0]}, "
-                            f"right is {right.shape[1]}x{right.shape[0]}")
-        megapixels = left.shape[0] * left.shape[1] / 1e6
-        if 0 < self._max_megapixels < megapixels:
-            raise _BadInput(f"left/right image_rect: {left.shape[1]}x{left.shape[0]} is "
-                            f"{megapixels:.1f} Mpx, above max_input_megapixels "
-                            f"{self._max_megapixels:g}; publish smaller images or raise it")
         camera = self._camera_for(left_msg)
         t1 = time.perf_counter()
         try:

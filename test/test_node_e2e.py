@@ -319,8 +319,8 @@ def test_live_parameters(harness_factory):
     assert np.nanmax(z) <= 1.0 and np.isnan(z).any()
 
 
-@pytest.mark.parametrize("kind", ["encoding", "size", "empty", "baseline", "no_info",
-                                  "nan_principal_point", "too_large"])
+@pytest.mark.parametrize("kind", ["encoding", "size", "empty", "truncated", "baseline",
+                                  "no_info", "nan_principal_point", "too_large"])
 def test_bad_input_reports_error_and_node_recovers(harness_factory, kind):
     h = harness_factory(backend=FakeBackend(), params={
         "latency_budget_ms": 10000.0, "max_input_megapixels": 2.5 * H * W / 1e6})
@@ -341,6 +341,10 @@ def test_bad_input_reports_error_and_node_recovers(harness_factory, kind):
     elif kind == "empty":
         h.publish(left=Image(encoding="rgb8"), right=Image(encoding="rgb8"))
         text = "empty"
+    elif kind == "truncated":  # a buffer shorter than step x height (a cut-off message)
+        h.publish(left=Image(height=H, width=W, encoding="rgb8", step=W * 3,
+                             data=bytes(H * W * 3 // 2)))
+        text = "image data has"
     elif kind == "baseline":
         h.publish(info_kw={"baseline": 0.0})
         text = "no baseline"
@@ -360,6 +364,23 @@ def test_bad_input_reports_error_and_node_recovers(harness_factory, kind):
     assert len(h.got["disparity"]) >= 5
     values = h.diag_values()
     assert values["errors_bad_input"] == "1" and text in values["last_error"]
+
+
+def test_bad_pair_does_not_displace_a_waiting_good_pair(harness_factory):
+    """A bad pair is refused on arrival (metadata checks), so the good pair waiting for the
+    busy worker is still processed rather than dropped."""
+    backend = FakeBackend(delay_s=0.6)
+    h = harness_factory(backend=backend, params={"latency_budget_ms": 10000.0})
+    h.publish()  # A: the worker takes it and is busy for 0.6 s
+    wait_for(lambda: backend.calls == 1)
+    h.publish()  # B: waits in the slot
+    h.publish(left=Image(height=H, width=W, encoding="yuv422", step=W * 2,
+                         data=bytes(H * W * 2)))  # C: bad, while B waits
+    wait_for(lambda: len(h.got["disparity"]) == 2, timeout=10.0)
+    wait_for(lambda: h.last_diag() is not None and h.diag_values().get("frames_out") == "2")
+    values = h.diag_values()
+    assert values["dropped_pairs"] == "0" and values["errors_bad_input"] == "1"
+    assert "yuv422" in values["last_error"] and backend.calls == 2
 
 
 def test_overload_drops_pairs_and_bounds_latency(harness_factory):

@@ -29,6 +29,7 @@ __all__ = [
     "build_pointcloud2",
     "pointcloud2_to_numpy",
     "build_camera_info",
+    "check_image_msg",
 ]
 
 # encoding -> (numpy dtype, channels)
@@ -66,6 +67,36 @@ def _lazy(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def check_image_msg(msg: Any) -> None:
+    """Check an Image message's metadata against its buffer, without decoding it.
+
+    Constant time (the buffer's length only), so a subscriber can reject a bad frame on
+    arrival, before it displaces a good one waiting for inference.
+
+    Raises:
+        UnsupportedEncodingError: encoding not one of :data:`ENCODINGS`.
+        ImageConversionError: empty image, step smaller than a row, or a short buffer.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in ENCODINGS:
+        raise UnsupportedEncodingError(encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"empty image ({width}x{height}, encoding {encoding})")
+    code, channels = ENCODINGS[encoding]
+    row_bytes = width * channels * np.dtype(code).itemsize
+    if step < row_bytes:
+        raise ImageConversionError(f"image step {step} is smaller than one row of {width} "
+                                   f"{encoding} pixels: needs step >= {row_bytes} bytes")
+    try:
+        size = memoryview(msg.data).nbytes
+    except TypeError:  # a list of byte values
+        size = len(msg.data)
+    if size < step * (height - 1) + row_bytes:
+        raise ImageConversionError(f"image data has {size} bytes, expected {step * height} "
+                                   f"for {width}x{height} {encoding} with step {step}")
+
+
 def image_msg_to_numpy(msg: Any) -> np.ndarray:
     """Convert a ``sensor_msgs/Image``-like message to numpy.
 
@@ -82,22 +113,13 @@ def image_msg_to_numpy(msg: Any) -> np.ndarray:
         UnsupportedEncodingError: encoding not supported (the message names it).
         ImageConversionError: empty image, step smaller than a row, or a short buffer.
     """
+    check_image_msg(msg)
     encoding = str(msg.encoding)
-    if encoding not in ENCODINGS:
-        raise UnsupportedEncodingError(encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(f"empty image ({width}x{height}, encoding {encoding})")
     code, channels = ENCODINGS[encoding]
     dtype = np.dtype(code).newbyteorder(">" if msg.is_bigendian else "<")
     row_bytes = width * channels * dtype.itemsize
-    if step < row_bytes:
-        raise ImageConversionError(f"image step {step} is smaller than one row of {width} "
-                                   f"{encoding} pixels: needs step >= {row_bytes} bytes")
     buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size < step * (height - 1) + row_bytes:
-        raise ImageConversionError(f"image data has {buf.size} bytes, expected {step * height} "
-                                   f"for {width}x{height} {encoding} with step {step}")
     if step % dtype.itemsize == 0 and buf.size >= step * height:
         rows = buf[: step * height].view(dtype).reshape(height, step // dtype.itemsize)
         arr = rows[:, : width * channels]
