@@ -12,6 +12,8 @@ SIZES="${SIZES:-256x512,384x1248}"
 SHIPPED="${SHIPPED:-models/dtpnet_pruned.pt}"
 PRUNED="dtpnet_pruned=$SHIPPED,dtpnet_pruned_fast=$SHIPPED:head=fast"
 R=docs/results
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/dtp_bench.XXXXXX")  # private, unique; removed on exit
+trap 'rm -rf "$SCRATCH"' EXIT
 mkdir -p "$R"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 bench() { "$PY" -m dtp_stereo.cli.main bench --threads "$THREADS" "$@"; }
@@ -83,13 +85,13 @@ done
 # 7. Reduced precision: fp16/bf16 accuracy (CPU-emulated) and INT8 (ONNX Runtime, static QDQ).
 "$PY" benchmarks/precision_accuracy.py --checkpoint "$SHIPPED" \
     --output $R/precision-accuracy.json
-"$PY" -m training.cli quantize --checkpoint "$SHIPPED" --output /tmp/dtp_int8.onnx \
-    --fp16-output /tmp/dtp_fp16.onnx \
+"$PY" -m training.cli quantize --checkpoint "$SHIPPED" --output "$SCRATCH"/dtp_int8.onnx \
+    --fp16-output "$SCRATCH"/dtp_fp16.onnx \
     --size 128x256 --calib-samples 16 --compare 20 --threads "$THREADS" \
     --json $R/quantize-int8.json
 # ... and the same for the runtime default model
 "$PY" benchmarks/precision_accuracy.py --checkpoint models/dtpnet_pruned_fast.pt --heads fast \
     --output $R/precision-accuracy-default.json
 "$PY" -m training.cli quantize --checkpoint models/dtpnet_pruned_fast.pt \
-    --output /tmp/dtp_fast_int8.onnx --fp16-output /tmp/dtp_fast_fp16.onnx --size 128x256 \
+    --output "$SCRATCH"/dtp_fast_int8.onnx --fp16-output "$SCRATCH"/dtp_fast_fp16.onnx --size 128x256 \
     --calib-samples 16 --compare 20 --threads "$THREADS" --json $R/quantize-int8-default.json

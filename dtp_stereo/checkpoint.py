@@ -368,8 +368,12 @@ def build_from_checkpoint(ckpt: Checkpoint,
     if ckpt.model_name not in list_models():
         raise CheckpointError(f"{where}: unknown model {ckpt.model_name!r}; registered models: "
                               f"{', '.join(list_models())}")
+    config = {**ckpt.model_config, **(overrides or {})}
     try:
-        model = build_model(ckpt.model_name, **{**ckpt.model_config, **(overrides or {})})
+        # first on the meta device (no memory): a config whose widths disagree with the
+        # weights is refused before anything of its size is allocated
+        with torch.device("meta"):
+            skeleton = build_model(ckpt.model_name, **config)
     except TypeError as exc:
         extra = f"; overrides: {', '.join(overrides)}" if overrides else ""
         raise CheckpointError(f"{where}: model_config is not accepted by {ckpt.model_name!r}: "
@@ -378,10 +382,16 @@ def build_from_checkpoint(ckpt: Checkpoint,
     except ValueError as exc:
         raise CheckpointError(f"{where}: invalid model_config for {ckpt.model_name!r}: "
                               f"{exc}") from None
-    problems = state_dict_problems(model, ckpt.state_dict)
+    problems = state_dict_problems(skeleton, ckpt.state_dict)
     if problems:
         raise CheckpointError(f"{where}: state_dict does not match {ckpt.model_name!r} built from "
                               f"its model_config: {'; '.join(problems)}")
+    bad = [k for k, v in ckpt.state_dict.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{where}: {len(bad)} weight tensors hold NaN or infinite values "
+                              f"({_listed(bad)}): the training that wrote it diverged")
+    model = build_model(ckpt.model_name, **config)
     model.load_state_dict(ckpt.state_dict, strict=True)
     return model
 

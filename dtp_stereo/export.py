@@ -216,6 +216,6 @@ def ensure_onnx(checkpoint: str, cache_dir: Optional[str] = None,
         h, w = d * max(1, 64 // d), d * max(1, 128 // d)
     else:
         h, w = input_size
-    with atomic_path(out) as tmp:
+    with atomic_path(out, private=True) as tmp:  # a cache entry: only its owner may write it
         export_onnx(model, str(tmp), h, w, dynamic=input_size is None)
     return str(out)

@@ -4,7 +4,10 @@ and the trust rules of the export / engine caches.
 A reader never sees a half-written file: the data goes to a temporary file in the same folder,
 is flushed to disk (``fsync``) and then renamed over the destination (``os.replace``, atomic on
 POSIX and Windows). On any error the temporary file is removed and the destination is left as
-it was.
+it was. A writer killed outright (``kill -9``) cannot clean up, so the temporary name carries
+its process id, and the next write of the same file removes the temporaries of writers that
+are no longer running. The file gets the mode a plain ``open`` would give (0666 less the
+umask), or 0600 when ``private`` (cache entries).
 
 Cache trust (POSIX): a cached ONNX graph or TensorRT engine is code that the node runs, so a
 file is reused only if it belongs to the current user (or root) and nobody else can write it,
@@ -19,28 +22,83 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
-__all__ = ["atomic_path", "atomic_write_bytes", "private_dir", "untrusted_reason"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "private_dir",
+           "remove_stale_temporaries", "untrusted_reason"]
 
 PathLike = Union[str, Path]
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where Linux reports it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting (not thread-safe, restored at once)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its file
+    return True
+
+
+def remove_stale_temporaries(path: PathLike) -> int:
+    """Remove temporaries of ``path`` left by writers that died mid-write; returns how many.
+
+    Only names of the form ``.<name>.<pid>.<random>.tmp...`` whose process is gone are removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = 0
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        rest = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
+        pid, _, tail = rest.partition(".")
+        if not pid.isdigit() or ".tmp" not in tail or int(pid) == os.getpid() \
+                or _pid_alive(int(pid)):
+            continue
+        try:
+            entry.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 @contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, *, private: bool = False) -> Iterator[Path]:
     """A temporary path next to ``path``; write it inside the ``with``, it becomes ``path``.
 
-    The parent folder is created. The temporary name is ``.<name>.<random>.tmp`` with the
-    destination's suffix kept last (``.x.onnx.ab12.tmp.onnx``) for tools that look at it.
+    The parent folder is created. The temporary name is ``.<name>.<pid>.<random>.tmp`` with the
+    destination's suffix kept last (``.x.onnx.123.ab12.tmp.onnx``) for tools that look at it;
+    temporaries of dead writers of the same file are removed first. The file's mode is 0666
+    less the umask, or 0600 if ``private``.
 
     Raises:
         OSError: the folder or the file cannot be written (nothing is left behind).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
                                suffix=".tmp" + path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o600 if private else 0o666 & ~_umask())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -49,11 +107,16 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             os.remove(tmp)
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``path``."""
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: PathLike, data: bytes, *, private: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (mode as :func:`atomic_path`); returns ``path``."""
+    with atomic_path(path, private=private) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns ``path``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def untrusted_reason(path: PathLike) -> Optional[str]:

@@ -246,3 +246,33 @@ def test_resolve_model_by_name_path_or_default(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as info:
         assets.resolve_model("no_such_point")
     assert "no_such_point" in str(info.value) and "default" in str(info.value)
+
+
+def _rewrite(path, **changes):
+    obj = torch.load(path, weights_only=True)
+    obj.update(changes)
+    torch.save(obj, path)
+
+
+def test_config_with_huge_widths_is_refused_before_allocating(tmp_path):
+    """A config asking for 10^11 weights (400 GB) against a small state_dict: the shape check
+    runs on a meta-device build, so the error comes at once and nothing of that size exists."""
+    import time
+
+    path = save_checkpoint(tmp_path / "m.pt", _model(channels=4))
+    obj = torch.load(path, weights_only=True)
+    _rewrite(path, model_config={**obj["model_config"], "channels": 20_000_000_000})
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"m\.pt.*state_dict does not match.*shape"):
+        load_model(path)
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_nan_weights_are_refused_naming_the_tensor(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", _model(channels=4))
+    obj = torch.load(path, weights_only=True)
+    state = dict(obj["state_dict"])
+    state["head.weight"] = torch.full_like(state["head.weight"], float("nan"))
+    _rewrite(path, state_dict=state)
+    with pytest.raises(CheckpointError, match=r"m\.pt.*NaN or infinite.*head\.weight"):
+        load_model(path)

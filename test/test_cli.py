@@ -206,3 +206,30 @@ def test_import_psmnet_refuses_code_and_foreign_files(tmp_path, capsys):
     assert main(["import-psmnet", str(foreign), str(tmp_path / "o.pt")]) != 0
     assert str(foreign) in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_infer_checks_its_output_folder_before_inference(tiny_ckpt, pair, tmp_path, capsys,
+                                                         monkeypatch):
+    import dtp_stereo.cli.infer as infer_cli
+
+    loaded = []
+    real = infer_cli.load_pipeline
+    monkeypatch.setattr(infer_cli, "load_pipeline",
+                        lambda *a, **k: loaded.append(1) or real(*a, **k))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc = main(["infer", str(pair[0]), str(pair[1]), "--checkpoint", str(tiny_ckpt),
+               "--output-dir", str(blocker / "out")])
+    assert rc != 0 and loaded == []  # no model loaded, no inference run
+    err = capsys.readouterr().err
+    assert f"output folder {blocker / 'out'}" in err
+
+
+def test_infer_refuses_a_tiny_image(tiny_ckpt, tmp_path, capsys):
+    one = tmp_path / "one.png"
+    write_image_rgb(one, np.zeros((1, 1, 3), np.uint8))
+    rc = main(["infer", str(one), str(one), "--checkpoint", str(tiny_ckpt),
+               "--output-dir", str(tmp_path)])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert str(one) in err and "1x1" in err and "too small" in err

@@ -188,3 +188,62 @@ def test_pfm_crlf_header(tmp_path):
     path = tmp_path / "crlf.pfm"
     path.write_bytes(b"Pf\r\n2 2\r\n-1.0\r\n" + arr[::-1].astype("<f4").tobytes())
     np.testing.assert_array_equal(formats.read_pfm(path), arr)
+
+
+def test_pfm_header_is_checked_against_the_file_size_before_reading(tmp_path, monkeypatch):
+    """A 4x3 header on a big file: the raster read is the header's 48 bytes, not the file."""
+    import builtins
+
+    path = tmp_path / "big.pfm"
+    with open(path, "wb") as f:
+        f.write(b"Pf\n4 3\n-1.0\n" + np.arange(12, dtype="<f4").tobytes())
+        f.truncate(64 * 1024 * 1024)  # sparse: 64 MiB on disk
+    reads = []
+    real_open = builtins.open
+
+    class Counting:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def read(self, n=-1):
+            data = self.fh.read(n)
+            reads.append(len(data))
+            return data
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    arr = formats.read_pfm(path)
+    assert arr.shape == (3, 4) and sum(reads) < 8192
+    short = tmp_path / "short.pfm"
+    with real_open(short, "wb") as f:
+        f.write(b"Pf\n4000 3000\n-1.0\n" + bytes(100))
+    with pytest.raises(formats.FormatError, match=r"short\.pfm: truncated PFM data"):
+        formats.read_pfm(short)
+
+
+def test_image_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
+    """A PNG / JPEG whose header announces more pixels than the limit is not decoded."""
+    import cv2
+
+    small = np.zeros((40, 50, 3), np.uint8)
+    for ext in ("png", "jpg"):
+        path = tmp_path / f"img.{ext}"
+        cv2.imwrite(str(path), small)
+        assert formats.image_size_from_header(path) == (50, 40)
+    monkeypatch.setenv("DTP_STEREO_MAX_IMAGE_PIXELS", "1000")
+    decoded = []
+    monkeypatch.setattr(cv2, "imread", lambda *a, **k: decoded.append(a) or small)
+    for ext in ("png", "jpg"):
+        with pytest.raises(formats.FormatError, match=rf"img\.{ext}: image of 50x40 pixels"):
+            formats.read_image_rgb(tmp_path / f"img.{ext}")
+    assert decoded == []
+    monkeypatch.setenv("DTP_STEREO_MAX_IMAGE_PIXELS", "2000")
+    assert formats.read_image_rgb(tmp_path / "img.png").shape == (40, 50, 3)

@@ -32,3 +32,49 @@ def test_eval_mode_restores_mode_and_device_even_on_error():
             raise ValueError("inside")
     assert not model.training
     assert next(model.parameters()).device == torch.device("cpu")
+
+
+def test_temporaries_of_a_writer_killed_mid_save_are_removed_by_the_next_save(tmp_path):
+    """kill -9 during a save leaves the temporary; the next save of that file removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "m.pt"
+    code = ("import sys, time\nfrom dtp_stereo.files import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'x' * 1000)\n    print('writing', flush=True)\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.05)
+    orphans = [p.name for p in tmp_path.iterdir()]
+    assert len(orphans) == 1 and f".m.pt.{proc.pid}." in orphans[0]  # what kill -9 leaves
+    # a live writer's temporary is kept (another process saving the same file right now)
+    live = tmp_path / f".m.pt.{os.getppid()}.abc.tmp.pt"
+    live.write_bytes(b"busy")
+    atomic_write_bytes(target, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", live.name])
+    assert target.read_bytes() == b"new"
+
+
+def test_written_files_follow_the_umask_and_cache_entries_stay_private(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        plain = atomic_write_bytes(tmp_path / "model.pt", b"w")
+        cached = atomic_write_bytes(tmp_path / "engine.plan", b"e", private=True)
+        os.umask(0o002)
+        shared = atomic_write_bytes(tmp_path / "group.pt", b"g")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o644
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o664

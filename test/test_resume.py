@@ -158,3 +158,37 @@ def test_nan_point_names_in_config_are_unique():
     with pytest.raises(ValueError, match="unique"):
         Distiller(build_model("dtpnet", **STUDENT), build_model("dtpnet", **STUDENT),
                   DistillCfg(points=pts))
+
+
+def _val_steps(run_dir: Path):
+    import csv
+
+    with (run_dir / "distill" / "metrics.csv").open(newline="") as fh:
+        return [int(r["step"]) for r in csv.DictReader(fh)
+                if r["split"] == "val" and r["name"] == "epe"]
+
+
+def test_resume_of_a_finished_run_adds_no_rows_and_survives_a_corrupt_results_file(
+        tmp_path, caplog):
+    run = tmp_path / "run"
+    cfg = _cfg(run, "gt")
+    run_pipeline(cfg, ["distill"], resume=True)
+    assert _val_steps(run) == [2, 4, 5]
+    (run / "results.json").write_text('{"distill": {"stage"')  # as a kill mid-write left it
+    with caplog.at_level("WARNING"):
+        results = run_pipeline(cfg, ["distill"], resume=True)
+    assert _val_steps(run) == [2, 4, 5]  # the finished run is not validated again
+    assert results["distill"]["finished"]
+    assert json.loads((run / "results.json").read_text())["distill"]["step"] == 5
+    assert (run / "results.json.corrupt").exists()
+    assert any("results.json is not readable JSON" in r.message for r in caplog.records)
+
+
+def test_resume_with_a_changed_config_warns_with_the_changes(tmp_path, caplog):
+    run = tmp_path / "run"
+    run_pipeline(_cfg(run, "gt"), ["distill"], resume=True, max_steps=2)
+    changed = load_config(run / "config.yaml", ["distill.optim.lr=0.123"])
+    with caplog.at_level("WARNING"):
+        run_pipeline(changed, ["distill"], resume=True, max_steps=2)
+    text = " ".join(r.message for r in caplog.records)
+    assert "changed config" in text and "distill.optim.lr" in text and "0.123" in text

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from dtp_stereo.checkpoint import (CheckpointError, build_from_checkpoint, load_checkpoint,
                                    read_torch_file, save_checkpoint)
+from dtp_stereo.files import atomic_write_text
 from dtp_stereo.models import build_model
 from training import distributed, evaluation
 from training.config import PipelineCfg, StageCfg, to_dict
@@ -264,7 +265,7 @@ def stage_prune(cfg: PipelineCfg, resume: bool = False,
         prov = {"parent": str(parent), "stage": "prune", "metrics": metrics,
                 "prune": {k: v for k, v in summary.items() if k not in ("val", "config")}}
         save_checkpoint(out / "best.pt", result.model, model_name=name, provenance=prov)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_json(out / "summary.json", summary)
     return summary
 
 
@@ -317,7 +318,7 @@ def stage_eval(cfg: PipelineCfg, resume: bool = False,
         results["sgbm"] = evaluation.evaluate_sgbm(test, d_max, cfg.data.test_samples)
     out = stage_dir(cfg, "eval")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_json(out / "results.json", results)
     return results
 
 
@@ -340,7 +341,7 @@ def stage_export(cfg: PipelineCfg, resume: bool = False,
     summary = {"stage": "export", "parent": str(parent), "onnx": str(onnx_path),
                "checkpoint": str(out / "model.pt"), "max_abs_diff_px": diff,
                "height": e.height, "width": e.width, "opset": e.opset}
-    (out / "export.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "export.json", summary)
     if not diff <= e.atol:
         raise RuntimeError(f"ONNX export {onnx_path}: onnxruntime differs from torch by "
                            f"{diff:.3g} px (> export.atol {e.atol})")
@@ -349,6 +350,42 @@ def stage_export(cfg: PipelineCfg, resume: bool = False,
 
 STAGE_FUNCS = {"teacher": stage_teacher, "distill": stage_distill, "prune": stage_prune,
                "finetune": stage_finetune, "eval": stage_eval, "export": stage_export}
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (a reader never sees half a file)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def read_json_or_set_aside(path: Path) -> Dict[str, Any]:
+    """The JSON object in ``path`` ({} if absent); an unreadable file is renamed to
+    ``<name>.corrupt`` with a warning naming it, so that a run starts instead of crashing."""
+    if not path.exists():
+        return {}
+    try:
+        obj = json.loads(path.read_text())
+        if not isinstance(obj, dict):
+            raise ValueError(f"holds a {type(obj).__name__}, not an object")
+        return obj
+    except (ValueError, UnicodeDecodeError) as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        _LOG.warning("%s is not readable JSON (%s); moved to %s and starting a new one", path,
+                     exc, aside)
+        return {}
+
+
+def config_changes(before: Any, after: Any, prefix: str = "") -> List[str]:
+    """``key: old -> new`` for every entry that differs between two config dicts (dotted keys,
+    nested dicts compared entry by entry)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: List[str] = []
+        for key in list(before) + [k for k in after if k not in before]:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += config_changes(before.get(key, "<unset>"), after.get(key, "<unset>"), name)
+        return out
+    norm = (lambda v: list(v) if isinstance(v, tuple) else v)  # noqa: E731
+    return [] if norm(before) == norm(after) else [f"{prefix}: {before!r} -> {after!r}"]
 
 
 def run_pipeline(cfg: PipelineCfg, stages: Optional[Sequence[str]] = None, resume: bool = False,
@@ -366,17 +403,25 @@ def run_pipeline(cfg: PipelineCfg, stages: Optional[Sequence[str]] = None, resum
         torch.set_num_threads(cfg.threads)
     info = distributed.current()
     run_dir = Path(cfg.run_dir)
+    res_path = run_dir / "results.json"
+    results: Dict[str, Any] = read_json_or_set_aside(res_path) if info.is_main else {}
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    results: Dict[str, Any] = {}
-    res_path = run_dir / "results.json"
-    if res_path.exists():
-        results = json.loads(res_path.read_text())
+        cfg_path = run_dir / "config.yaml"
+        if resume and cfg_path.exists():
+            try:
+                before = yaml.safe_load(cfg_path.read_text()) or {}
+            except yaml.YAMLError:
+                before = {}
+            changes = config_changes(before, to_dict(cfg))
+            if changes:
+                _LOG.warning("resuming %s with a changed config (%d entries): %s", run_dir,
+                             len(changes), "; ".join(changes[:12]))
+        atomic_write_text(cfg_path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     for stage in sorted(stages, key=list(STAGE_FUNCS).index):
         if stage in TRAINING_STAGES or info.is_main:
             results[stage] = STAGE_FUNCS[stage](cfg, resume=resume, max_steps=max_steps)
         distributed.barrier()
         if info.is_main:
-            res_path.write_text(json.dumps(results, indent=2, default=str))
+            write_json(res_path, results)
     return results

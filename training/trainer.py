@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from dtp_stereo.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from dtp_stereo.files import atomic_write_text
 from training import distributed
 from training.config import OptimCfg, StageCfg
 from training.distill import Distiller
@@ -201,6 +202,7 @@ class MetricsLog:
         self.enabled = enabled
         self.path = out_dir / "metrics.csv"
         self.writer = None
+        self._logged: set = set()  # (step, split) pairs in the file
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +210,7 @@ class MetricsLog:
         if resume_step is not None and self.path.exists():
             with self.path.open(newline="") as fh:  # drop rows written after the checkpoint
                 rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        self._logged = {(int(r["step"]), r["split"]) for r in rows}
         with self.path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.FIELDS)
             w.writeheader()
@@ -223,6 +226,7 @@ class MetricsLog:
             return
         values = {k: float(v) for k, v in values.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._logged.add((int(step), split))
         with self.path.open("a", newline="") as fh:
             w = csv.writer(fh)
             for name, value in values.items():
@@ -230,6 +234,10 @@ class MetricsLog:
         if self.writer is not None:
             for name, value in values.items():
                 self.writer.add_scalar(f"{split}/{name}", float(value), step)
+
+    def has(self, step: int, split: str) -> bool:
+        """Whether rows of ``split`` were logged at ``step`` (also before a resume)."""
+        return (int(step), split) in self._logged
 
     def close(self) -> None:
         """Flush and close TensorBoard."""
@@ -419,7 +427,7 @@ def train_stage(run: StageRun, cfg: StageCfg, *, resume: bool = False,
                 validate()
             if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
                 checkpoint(last_path)
-        if step >= total:
+        if step >= total and not log.has(step, "val"):  # not again on a resume of a done run
             validate()
         checkpoint(last_path)
         if step >= total and info.is_main and (run.validate is None or not best_path.exists()):
@@ -433,7 +441,7 @@ def train_stage(run: StageRun, cfg: StageCfg, *, resume: bool = False,
                "skipped_steps": bad_total, "best_epe": best if math.isfinite(best) else None,
                "val": metrics, "last": str(last_path), "best": str(best_path)}
     if info.is_main and step >= total:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

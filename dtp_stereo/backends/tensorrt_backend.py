@@ -180,7 +180,7 @@ class TensorRTBackend:
                              self.engine_path)
         if engine is None:
             plan = self._build(trt, onnx_path, fp16, workspace_mb)
-            atomic_write_bytes(self.engine_path, plan)
+            atomic_write_bytes(self.engine_path, plan, private=True)
             engine = runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 raise BackendError(f"tensorrt: cannot deserialize the engine built from "

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dtp_stereo.pipeline import StereoPipeline
 
 PROG = "dtp-stereo infer"
+MIN_IMAGE_SIDE = 32  # px: a smaller pair has too few columns to match anything
 
 
 class CliError(Exception):
@@ -79,10 +80,33 @@ def read_pair(left_path: Path, right_path: Path) -> Tuple[np.ndarray, np.ndarray
         except (OSError, ValueError) as exc:
             raise CliError(f"{label} image {path}: cannot read: {exc}") from None
     left, right = images
+    for label, path, img in (("left", left_path, left), ("right", right_path, right)):
+        if min(img.shape[:2]) < MIN_IMAGE_SIDE:
+            raise CliError(f"{label} image {path}: {img.shape[1]}x{img.shape[0]} (WxH) is too "
+                           f"small for stereo matching (at least {MIN_IMAGE_SIDE} px a side)")
     if left.shape != right.shape:
         raise CliError(f"image sizes differ: left {left_path} is {left.shape[1]}x{left.shape[0]} "
                        f"(WxH), right {right_path} is {right.shape[1]}x{right.shape[0]}")
     return left, right
+
+
+def prepare_output_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` and check that files can be written there, before any inference.
+
+    Raises:
+        CliError: it is a file, cannot be created or is not writable (named).
+    """
+    import os
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CliError(f"output folder {out_dir}: exists and is not a folder") from None
+    except OSError as exc:
+        raise CliError(f"output folder {out_dir}: cannot create it: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise CliError(f"output folder {out_dir}: not writable")
+    return out_dir
 
 
 def write_outputs(out_dir: Path, stem: str, disparity: np.ndarray,
@@ -117,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         left, right = read_pair(args.left, args.right)
+        prepare_output_dir(args.output_dir)
         predictor = load_pipeline(resolve_checkpoint(args.checkpoint), args.device,
                                   args.max_width, args.threads)
         stats = LatencyStats()

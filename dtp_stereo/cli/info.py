@@ -85,5 +85,8 @@ def run(args: argparse.Namespace) -> int:
         info = describe(args.checkpoint, args.size)
     except (CheckpointError, ValueError) as exc:
         return fail(PROG, str(exc))
+    except (RuntimeError, MemoryError) as exc:  # a model too large for this machine, ...
+        return fail(PROG, f"{args.checkpoint}: cannot build the model: "
+                          f"{type(exc).__name__}: {exc}")
     print(json.dumps(info, indent=2, default=str) if args.json else _text(info))
     return 0

@@ -31,6 +31,8 @@ __all__ = [
     "read_mask_png",
     "colorize_disparity",
     "read_middlebury_calib",
+    "image_size_from_header",
+    "MAX_IMAGE_PIXELS",
 ]
 
 #: Largest disparity a 16-bit KITTI PNG can hold (pixels): 65535 / 256.
@@ -77,6 +79,36 @@ def _pfm_tokens(data: bytes, path: str) -> Tuple[list, int]:
     return tokens, pos + 1
 
 
+_PFM_HEADER_MAX = 4096  # bytes of a PFM header, comments included
+
+
+def _pfm_raster(f: Any, head: bytes, tokens: list, offset: int, path: str) -> bytes:
+    """The raster bytes of an open PFM file whose first bytes ``head`` held the header.
+
+    The size the header announces is checked against the file's size before anything more is
+    read, so a 4x3 header on a 1 GiB file costs no 1 GiB read.
+    """
+    try:
+        width, height = int(tokens[1]), int(tokens[2])
+    except ValueError:
+        raise FormatError(
+            f"{path}: bad PFM header: width/height/scale not numbers: {tokens[1:]!r}"
+        ) from None
+    channels = 3 if tokens[0] == b"PF" else 1
+    needed = max(width, 0) * max(height, 0) * channels * 4
+    available = os.fstat(f.fileno()).st_size - offset
+    if head[offset - 1:offset + 1] == b"\r\n" and available == needed + 1:
+        offset += 1  # header written with CRLF line ends
+        available -= 1
+    if available < needed:
+        raise FormatError(
+            f"{path}: truncated PFM data: expected {needed} bytes for {width}x{height}x"
+            f"{channels}, found {available}"
+        )
+    f.seek(offset)
+    return f.read(needed)
+
+
 def read_pfm(path: PathLike) -> np.ndarray:
     """Read a PFM file (``PF`` colour or ``Pf`` greyscale).
 
@@ -95,9 +127,11 @@ def read_pfm(path: PathLike) -> np.ndarray:
         FormatError: bad header or truncated data.
     """
     path = _require_file(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    tokens, offset = _pfm_tokens(data, path)
+    with open(path, "rb") as f:  # the header first: the raster is read only if it fits
+        data = f.read(_PFM_HEADER_MAX)
+        tokens, offset = _pfm_tokens(data, path)
+        data = _pfm_raster(f, data, tokens, offset, path)
+    offset = 0
     channels = 3 if tokens[0] == b"PF" else 1
     try:
         width, height = int(tokens[1]), int(tokens[2])
@@ -112,14 +146,6 @@ def read_pfm(path: PathLike) -> np.ndarray:
         raise FormatError(f"{path}: bad PFM header: scale must be finite and non-zero")
     dtype = np.dtype("<f4") if scale < 0 else np.dtype(">f4")
     count = width * height * channels
-    needed = count * 4
-    if data[offset - 1:offset + 1] == b"\r\n" and len(data) - offset == needed + 1:
-        offset += 1  # header written with CRLF line ends
-    if len(data) - offset < needed:
-        raise FormatError(
-            f"{path}: truncated PFM data: expected {needed} bytes for {width}x{height}x"
-            f"{channels}, found {len(data) - offset}"
-        )
     arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     shape = (height, width, 3) if channels == 3 else (height, width)
     arr = arr.reshape(shape)[::-1]
@@ -153,8 +179,58 @@ def write_pfm(path: PathLike, image: np.ndarray, *, little_endian: bool = True) 
 
 
 # ------------------------------------------------------------------------------------- PNG
+#: Images with more pixels than this are refused before decoding (a few hundred kB of PNG can
+#: decode to GBs); the environment variable ``DTP_STEREO_MAX_IMAGE_PIXELS`` changes it.
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def _png_size(head: bytes) -> Optional[Tuple[int, int]]:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return None
+
+
+def _jpeg_size(f: Any) -> Optional[Tuple[int, int]]:
+    """Width and height from the first start-of-frame marker of a JPEG file, if found."""
+    f.seek(2)
+    for _ in range(10000):
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        code = marker[1]
+        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:  # no length field
+            continue
+        length = int.from_bytes(f.read(2), "big")
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # SOFn
+            body = f.read(5)
+            if len(body) < 5:
+                return None
+            return int.from_bytes(body[3:5], "big"), int.from_bytes(body[1:3], "big")
+        if length < 2:
+            return None
+        f.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+def image_size_from_header(path: PathLike) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` of a PNG or JPEG file from its header (no decoding); None for
+    other formats or unreadable headers."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        size = _png_size(head)
+        if size is None and head[:2] == b"\xff\xd8":
+            size = _jpeg_size(f)
+    return size
+
+
 def _imread_unchanged(path: PathLike) -> np.ndarray:
     path = _require_file(path)
+    limit = int(os.environ.get("DTP_STEREO_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+    size = image_size_from_header(path)
+    if size is not None and size[0] * size[1] > limit:
+        raise FormatError(f"{path}: image of {size[0]}x{size[1]} pixels is above the limit of "
+                          f"{limit} (a decompression bomb or a wrong file?); set "
+                          "DTP_STEREO_MAX_IMAGE_PIXELS to allow it")
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise FormatError(f"{path}: cannot decode image (unsupported or corrupt file)")
