@@ -31,6 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -101,7 +102,7 @@ PARAMETERS: List[ParamSpec] = [
               "taking seconds and GBs per frame, Mpx; 0 = no limit", (0.0, 1000.0, 0.0)),
     ParamSpec("approximate_sync", False, "pair left/right images by nearest stamp, not exact"),
     ParamSpec("approximate_sync_tolerance_seconds", 0.0, "largest stamp spread of a pair, s; "
-              "0 = no limit (nearest stamps pair, as stereo_image_proc)", (0.0, 1.0, 0.0)),
+              "0 = adaptive: half the frame period, measured from the stamps", (0.0, 1.0, 0.0)),
     ParamSpec("camera_info_max_age_s", 5.0, "use the latest camera_info when none has the image "
               "stamp only if it is at most this much older (or newer), s; 0 = any age",
               (0.0, 3600.0, 0.0)),
@@ -125,7 +126,6 @@ PARAMETERS: List[ParamSpec] = [
               (1.0, 100000.0, 0.0), read_only=False),
 ]
 LIVE_PARAMETERS = tuple(p.name for p in PARAMETERS if not p.read_only)
-UNLIMITED_SLOP_S = 1e6  # "no tolerance limit" for approximate sync, seconds
 _OUTPUT_OPTION_NAMES = ("min_disparity", "max_depth", "use_color", "publish_depth",
                         "publish_confidence", "confidence_threshold", "keep_left_band")
 _SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
@@ -323,12 +323,16 @@ class StereoNode(Node):
 
     def _make_sync(self, p: Dict[str, Any], qos: QoSProfile) -> Any:
         topics = ("left/image_rect", "right/image_rect")
-        # tolerance 0: no limit, the nearest stamps pair (stereo_image_proc's ApproximateTime
-        # policy without epsilon); > 0: pairs spread at most that much (ApproximateEpsilonTime)
-        slop = p["approximate_sync_tolerance_seconds"] or UNLIMITED_SLOP_S
+        # tolerance > 0: pairs spread at most that much (stereo_image_proc's
+        # ApproximateEpsilonTime); 0: adaptive, half the frame period measured from the stamps
+        # (the built-in synchronizer: message_filters has no such mode, and an unlimited slop
+        # pairs a frame whose partner was lost with the next frame's partner)
+        slop = p["approximate_sync_tolerance_seconds"] or None
         try:
             import message_filters
         except ImportError:
+            message_filters = None
+        if p["approximate_sync"] and slop is None:
             message_filters = None
         if message_filters is not None:
             subs = [message_filters.Subscriber(self, Image, t, qos_profile=qos,
@@ -504,6 +508,7 @@ class StereoNode(Node):
         """diagnostic_updater task: copy the report into its DiagnosticStatusWrapper."""
         self.diagnostics.set_value("sync_evicted", getattr(self._sync, "dropped", "n/a"))
         report = self.diagnostics.report()
+        self._log_unsynchronized(report)
         # DiagnosticStatus.level is a ROS byte: an int is accepted by the setter but
         # serialized as garbage, so pass bytes (as DiagnosticStatus.OK/WARN/ERROR are)
         stat.summary(bytes([report.level]), report.message)
@@ -511,13 +516,20 @@ class StereoNode(Node):
             stat.add(key, value)
         return stat
 
+    def _log_unsynchronized(self, report: Any) -> None:
+        """Say it in the log too, as stereo_image_proc does, when images never pair."""
+        if "do not appear to be synchronized" in report.message:
+            self.get_logger().warning(report.message, throttle_duration_sec=10.0)
+
     def publish_diagnostics(self) -> None:
         """Publish the node's status on ``/diagnostics`` now (the timer also calls this)."""
         if self._updater is not None:
             self._updater.force_update()
             return
         self.diagnostics.set_value("sync_evicted", getattr(self._sync, "dropped", "n/a"))
-        status = report_to_msg(self.diagnostics.report(),
+        report = self.diagnostics.report()
+        self._log_unsynchronized(report)
+        status = report_to_msg(report,
                                f"{self.get_fully_qualified_name()}: stereo",
                                self.get_fully_qualified_name(), DiagnosticStatus, KeyValue)
         array = DiagnosticArray()
@@ -549,7 +561,7 @@ def main(args: Optional[List[str]] = None) -> None:
     try:
         try:
             node = StereoNode()
-        except (BackendError, CheckpointError, OSError, ValueError) as exc:
+        except (BackendError, CheckpointError, OSError, ValueError, ParameterException) as exc:
             # a bad checkpoint, backend or parameter: one clear line, not a traceback
             rclpy.logging.get_logger(NODE_NAME).fatal(f"start-up failed: {exc}")
             raise SystemExit(1) from None

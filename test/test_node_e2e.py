@@ -565,6 +565,31 @@ def test_approximate_sync_with_default_tolerance_pairs_skewed_stamps(harness_fac
     assert int(h.diag_values()["left_images_in"]) >= 3
 
 
+def test_exact_sync_with_skewed_stamps_warns_and_stopped_camera_goes_stale(harness_factory):
+    """Exact sync and a right camera stamped 3 ms late: nothing pairs, and diagnostics say why
+    (stereo_image_proc's warning); then good frames, then none: the status goes STALE."""
+    h = harness_factory(backend=FakeBackend(), params={"latency_budget_ms": 10000.0})
+    img = conv.numpy_to_image_msg(np.zeros((H, W, 3), np.uint8), "rgb8")
+
+    def skewed():
+        stamp = h.helper.get_clock().now().to_msg()
+        for side, skew_ns in (("left", 0), ("right", 3_000_000)):
+            img.header.stamp = stamp
+            img.header.stamp.nanosec = (stamp.nanosec + skew_ns) % 1_000_000_000
+            h.pubs[f"{side}/image_rect"].publish(img)
+        time.sleep(0.1)
+        return h.last_diag() is not None and "not appear to be synchronized" in \
+            h.last_diag().message
+
+    wait_for(skewed, timeout=15.0)
+    assert h.last_diag().level == DiagnosticStatus.WARN and h.got["disparity"] == []
+    for _ in range(3):
+        h.publish()
+    wait_for(lambda: len(h.got["disparity"]) == 3)
+    wait_for(lambda: h.last_diag().level == DiagnosticStatus.STALE, timeout=10.0)
+    assert "no stereo pair processed" in h.last_diag().message
+
+
 def test_qos_overrides_and_reliable_input_option(ros, harness_factory):
     """use_system_default_qos subscribes RELIABLE (not the RMW's best-effort default), and a
     qos_overrides parameter changes one topic's policy at start-up."""
@@ -625,10 +650,17 @@ def test_stale_camera_info_is_refused_beyond_its_max_age(harness_factory):
     (["-p", "checkpoint:=/nonexistent/model.pt"], "/nonexistent/model.pt"),
     (["-p", "backend:=tpu"], "backend must be one of"),
     (["-p", "input_width:=640"], "must be set together"),
+    (["-p", "threads:=999"], "threads"),  # outside the declared range
+    (["-p", "threads:=abc"], "threads"),  # a string for an integer
+    (["-p", "checkpoint:=CORRUPT"], "not a readable PyTorch file"),
 ])
-def test_start_up_failures_end_in_one_clear_line(params, text):
+def test_start_up_failures_end_in_one_clear_line(params, text, tmp_path):
     """issue 12: no AttributeError from a half-built node, no bare traceback; exit code 1."""
     import subprocess
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    params = [p.replace("CORRUPT", str(corrupt)) for p in params]
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(100 + uuid.uuid4().int % 100))
     proc = subprocess.run([sys.executable, "-c", "from dtp_stereo.node import main; main()",

@@ -113,6 +113,30 @@ def test_approximate_zero_slop_behaves_exactly():
     assert out == [("L", "R")]
 
 
+def test_adaptive_slop_never_pairs_a_frame_with_the_next_frames_partner():
+    """Frames every 100 ms, right 3 ms late; right frame 2 is lost. An unlimited slop pairs
+    left 2 with right 3 (103 ms apart); the adaptive slop (half the period) waits for left 3."""
+    for slop, expected in ((1e6, [("L1", "R1"), ("L2", "R3")]),
+                           (None, [("L1", "R1"), ("L3", "R3")])):
+        out, cb = _collect()
+        sync = ApproximateTimeSynchronizer(2, 5, slop, cb)
+        sync.add(0, _msg(1.000, "L1"))
+        sync.add(1, _msg(1.003, "R1"))
+        sync.add(0, _msg(1.100, "L2"))  # its right image never comes
+        sync.add(1, _msg(1.203, "R3"))
+        sync.add(0, _msg(1.200, "L3"))
+        assert out == expected, slop
+    assert 0.045e9 <= sync.slop_ns <= 0.055e9  # half of the 100 ms period
+
+
+def test_adaptive_slop_pairs_the_first_frames_before_any_period_is_known():
+    out, cb = _collect()
+    sync = ApproximateTimeSynchronizer(2, 5, None, cb)
+    sync.add(0, _msg(7.000, "L"))
+    sync.add(1, _msg(7.020, "R"))
+    assert out == [("L", "R")]
+
+
 def test_invalid_arguments():
     with pytest.raises(ValueError):
         ExactTimeSynchronizer(1, 5, None)

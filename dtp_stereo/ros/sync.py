@@ -19,12 +19,18 @@ Semantics (as ``message_filters`` Python ``TimeSynchronizer`` / ``ApproximateTim
       Python ``message_filters`` uses ``< slop``), the best set is chosen by spread instead
       of the first in closeness order, and there is no inter-message lower bound or
       C++-style pivot search; with two inputs (a stereo pair) both pick the nearest partner.
+    * Approximate with ``slop_seconds=None`` (adaptive): the slop is half the frame period,
+      the median step between the recent stamps of the steadiest input, so that a frame whose
+      partner was lost is never paired with the next frame's partner; unlimited until two
+      stamps of an input have been seen.
     * Callbacks run outside the internal lock, in the thread that called :meth:`add`.
 """
 
+import collections
 import itertools
+import statistics
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "stamp_to_ns",
@@ -119,18 +125,38 @@ class ApproximateTimeSynchronizer(_SynchronizerBase):
     Args:
         n_inputs: number of inputs.
         queue_size: messages kept per input.
-        slop_seconds: largest allowed spread of the stamps in a set, seconds (inclusive).
+        slop_seconds: largest allowed spread of the stamps in a set, seconds (inclusive);
+            None: adaptive, half the frame period measured from the stamps.
         callback: called as ``callback(msg_0, ..., msg_{n-1})``.
     """
 
-    def __init__(self, n_inputs: int, queue_size: int, slop_seconds: float,
+    PERIOD_HISTORY = 9  # stamps per input behind the adaptive slop
+
+    def __init__(self, n_inputs: int, queue_size: int, slop_seconds: Optional[float],
                  callback: Optional[Callable[..., Any]] = None) -> None:
         super().__init__(n_inputs, queue_size, callback)
-        if slop_seconds < 0:
-            raise ValueError(f"slop_seconds must be >= 0, got {slop_seconds}")
-        self.slop_ns = int(round(float(slop_seconds) * 1e9))
+        if slop_seconds is not None and slop_seconds < 0:
+            raise ValueError(f"slop_seconds must be >= 0 (or None: adaptive), got {slop_seconds}")
+        self.adaptive = slop_seconds is None
+        self.slop_ns = -1 if slop_seconds is None else int(round(float(slop_seconds) * 1e9))
+        self._recent: List[Deque[int]] = [collections.deque(maxlen=self.PERIOD_HISTORY)
+                                          for _ in range(self.n_inputs)]
+
+    def _adapt_slop(self, index: int, stamp: int) -> None:
+        recent = self._recent[index]
+        if stamp not in recent:
+            recent.append(stamp)
+        periods = []
+        for stamps in self._recent:
+            ordered = sorted(stamps)
+            steps = [b - a for a, b in zip(ordered, ordered[1:]) if b > a]
+            if steps:
+                periods.append(statistics.median(steps))
+        self.slop_ns = int(min(periods) // 2) if periods else 2 ** 62
 
     def _match(self, index: int, stamp: int) -> List[Tuple[Any, ...]]:
+        if self.adaptive:
+            self._adapt_slop(index, stamp)
         candidates: List[Sequence[int]] = []
         for i, queue in enumerate(self._queues):
             if i == index:
