@@ -229,6 +229,7 @@ class StereoNode(Node):
                                              stale_after_s=max(3.0, 3 * p["diagnostics_period_s"]))
         model = getattr(self.backend, "model_name", type(self.backend).__name__)
         for key, value in (("backend", self.backend.name), ("device", self.backend.device),
+                           ("device_requested", p["device"]),
                            ("model", f"{model} ({self._model_source})"),
                            ("max_disparity_px", self.backend.max_disparity),
                            ("input_size", f"{input_size[0]}x{input_size[1]}" if input_size

@@ -304,3 +304,45 @@ def test_export_cache_reexports_planted_or_garbage_files_and_refuses_shared_fold
     os.chmod(shared, 0o777)
     with pytest.raises(BackendError, match="writable by other users"):
         create_backend("onnxruntime", str(checkpoint), engine_cache_dir=str(shared))
+
+
+def test_tensorrt_engine_cache_trusts_only_private_loadable_files(tmp_path, caplog):
+    """The engine-cache logic of the TensorRT backend (TensorRT itself cannot run here): a
+    trusted engine is loaded, not rebuilt; a planted (group-writable) or garbage one is rebuilt
+    and replaced by a 0600 file; a shared cache folder is refused."""
+    import os
+    import stat
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    path = cache / "m.engine"
+    builds = []
+
+    def build():
+        builds.append(1)
+        return b"ENGINE-good"
+
+    def deserialize(data):
+        return ("engine", data) if data.startswith(b"ENGINE") else None
+
+    assert trt_mod.cached_engine(path, deserialize, build) == ("engine", b"ENGINE-good")
+    assert len(builds) == 1 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert trt_mod.cached_engine(path, deserialize, build) == ("engine", b"ENGINE-good")
+    assert len(builds) == 1  # reused
+    path.write_bytes(b"ENGINE-planted")
+    os.chmod(path, 0o666)
+    with caplog.at_level("WARNING"):
+        assert trt_mod.cached_engine(path, deserialize, build) == ("engine", b"ENGINE-good")
+    assert len(builds) == 2 and "writable by other users" in caplog.text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_bytes(b"garbage")
+    assert trt_mod.cached_engine(path, deserialize, build) == ("engine", b"ENGINE-good")
+    assert len(builds) == 3 and "failed to load; rebuilding" in caplog.text
+    with pytest.raises(BackendError, match="cannot deserialize the engine built from"):
+        trt_mod.cached_engine(tmp_path / "cache" / "x.engine", deserialize, lambda: b"bad")
+    os.chmod(cache, 0o777)
+    try:
+        with pytest.raises(BackendError, match="writable by other users"):
+            trt_mod.cached_engine(path, deserialize, build)
+    finally:
+        os.chmod(cache, 0o700)

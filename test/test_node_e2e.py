@@ -287,6 +287,30 @@ def test_resized_network_input_rescales_disparity_and_range(harness_factory):
     assert h.diag_values()["network_input"] == f"{H // 2}x{W // 2}"
 
 
+def test_cuda_requested_without_cuda_runs_on_cpu_and_says_so(ros, harness_factory, tmp_path,
+                                                             monkeypatch):
+    """device:=cuda where onnxruntime lists CUDA but cannot use it: the backend reports the CPU
+    it runs on, and diagnostics show the device asked for beside the one in use."""
+    import onnxruntime
+    import torch
+
+    from dtp_stereo.checkpoint import save_checkpoint
+    from dtp_stereo.models import build_model
+    from dtp_test_utils import tiny_dtpnet_config
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("dtpnet", **tiny_dtpnet_config(16)),
+                           model_name="dtpnet")
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    h = harness_factory(params={"backend": "onnxruntime", "checkpoint": str(ckpt),
+                                "device": "cuda", "engine_cache_dir": str(tmp_path / "cache")})
+    assert h.node.backend.device == "cpu"
+    wait_for(lambda: h.last_diag() is not None)
+    values = h.diag_values()
+    assert values["device"] == "cpu" and values["device_requested"] == "cuda"
+
+
 def test_principal_point_offset_is_folded_into_disparity_image(harness_factory):
     h = harness_factory(backend=FakeBackend())
     h.publish(info_kw={"doffs": 4.0})

@@ -105,6 +105,11 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise BackendError(f"onnxruntime backend: cannot load {onnx_path!r}: {exc}") from exc
         self.onnx_path = onnx_path
+        active = self.session.get_providers()  # what ORT kept: CUDA may fail to initialise
+        if self.device == "cuda" and (not active or active[0] != "CUDAExecutionProvider"):
+            _LOG.warning("onnxruntime backend: the CUDA execution provider did not initialise "
+                         "(session providers: %s); running on CPU", ", ".join(active))
+            self.device = "cpu"
         inputs = {i.name: i for i in self.session.get_inputs()}
         missing = [n for n in INPUT_NAMES if n not in inputs]
         if missing:

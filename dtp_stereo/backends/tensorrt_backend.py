@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -33,6 +33,7 @@ __all__ = [
     "engine_cache_key",
     "engine_cache_path",
     "default_engine_cache_dir",
+    "cached_engine",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -109,6 +110,47 @@ def engine_cache_path(cache_dir: Optional[str], key: str, stem: str = "model") -
     return root / f"{stem}_{key[:16]}.engine"
 
 
+def cached_engine(engine_path: Path, deserialize: Callable[[bytes], Any],
+                  build: Callable[[], bytes], source: str = "the ONNX file") -> Any:
+    """The engine cached at ``engine_path`` if it may be trusted and loads, else a new one.
+
+    A cached engine is code the GPU runs, so it is loaded only if it belongs to this user (or
+    root) and nobody else can write it (:func:`dtp_stereo.files.untrusted_reason`), in a
+    folder nobody else can write. Otherwise, or when it fails to deserialize (garbage, another
+    TensorRT version), the engine is rebuilt with ``build()`` and written back atomically,
+    mode 0600.
+
+    Args:
+        engine_path: the cache file.
+        deserialize: bytes -> engine, or None on failure (``Runtime.deserialize_cuda_engine``).
+        build: -> serialized engine bytes.
+        source: named in errors.
+
+    Raises:
+        BackendError: the cache folder is shared, or the fresh engine does not deserialize.
+    """
+    try:
+        private_dir(engine_path.parent)
+    except PermissionError as exc:
+        raise BackendError(f"tensorrt: {exc}") from exc
+    engine = None
+    distrust = untrusted_reason(engine_path) if engine_path.is_file() else None
+    if distrust:
+        _LOG.warning("tensorrt: not loading cached engine: %s; rebuilding", distrust)
+    elif engine_path.is_file():
+        _LOG.info("tensorrt: loading cached engine %s", engine_path)
+        engine = deserialize(engine_path.read_bytes())
+        if engine is None:
+            _LOG.warning("tensorrt: cached engine %s failed to load; rebuilding", engine_path)
+    if engine is None:
+        plan = build()
+        atomic_write_bytes(engine_path, plan, private=True)
+        engine = deserialize(plan)
+        if engine is None:
+            raise BackendError(f"tensorrt: cannot deserialize the engine built from {source!r}")
+    return engine
+
+
 class TensorRTBackend:
     """Run the exported ONNX graph as a TensorRT 10 engine on CUDA.
 
@@ -164,27 +206,9 @@ class TensorRTBackend:
         self.engine_path = engine_cache_path(engine_cache_dir, key, Path(onnx_path).stem)
         self._logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self._logger)
-        engine = None
-        try:
-            private_dir(self.engine_path.parent)
-        except PermissionError as exc:
-            raise BackendError(f"tensorrt: {exc}") from exc
-        distrust = untrusted_reason(self.engine_path) if self.engine_path.is_file() else None
-        if distrust:
-            _LOG.warning("tensorrt: not loading cached engine: %s; rebuilding", distrust)
-        elif self.engine_path.is_file():
-            _LOG.info("tensorrt: loading cached engine %s", self.engine_path)
-            engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-            if engine is None:
-                _LOG.warning("tensorrt: cached engine %s failed to load; rebuilding",
-                             self.engine_path)
-        if engine is None:
-            plan = self._build(trt, onnx_path, fp16, workspace_mb)
-            atomic_write_bytes(self.engine_path, plan, private=True)
-            engine = runtime.deserialize_cuda_engine(plan)
-            if engine is None:
-                raise BackendError(f"tensorrt: cannot deserialize the engine built from "
-                                   f"{onnx_path!r}")
+        engine = cached_engine(self.engine_path, runtime.deserialize_cuda_engine,
+                               lambda: self._build(trt, onnx_path, fp16, workspace_mb),
+                               source=onnx_path)
         self._engine = engine
         self._context = engine.create_execution_context()
         self._stream = torch.cuda.Stream()
