@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
-from dtp_stereo.ros.conversions import ImageConversionError, image_msg_to_numpy
+from dtp_stereo.ros.conversions import (ImageConversionError, image_msg_to_numpy,
+                                         image_msg_to_rgb)
 from dtp_stereo.ros.geometry import StereoCamera
 from dtp_stereo.ros.sync import stamp_to_ns
 
@@ -101,6 +102,20 @@ def image_to_numpy(msg: Any, topic: str = "image") -> np.ndarray:
         raise ImageConversionError(f"{topic}: {exc}") from exc
 
 
+def camera_image_to_rgb(msg: Any, topic: str = "image", bit_depth: int = 16) -> np.ndarray:
+    """Decode a camera image as the node does (:func:`~.conversions.image_msg_to_rgb`):
+    H×W×3 RGB, mono replicated, 16-bit data of ``bit_depth`` significant bits scaled up.
+
+    Raises:
+        ImageConversionError (a ValueError): as :func:`image_to_numpy`, message starting with
+            ``topic``.
+    """
+    try:
+        return np.ascontiguousarray(image_msg_to_rgb(msg, bit_depth))
+    except ImageConversionError as exc:
+        raise ImageConversionError(f"{topic}: {exc}") from exc
+
+
 def bag_topics(path: str) -> Dict[str, str]:
     """``{topic: message type}`` of a rosbag2 (sqlite3 or mcap)."""
     from rosbags.highlevel import AnyReader
@@ -117,7 +132,8 @@ class StereoFrame:
 
     Attributes:
         stamp_ns: header stamp, nanoseconds.
-        left, right: H×W×3 RGB (or H×W mono) arrays as decoded from the messages.
+        left, right: H×W×3 RGB arrays (uint8, or uint16 from 16-bit cameras), decoded as the
+            node decodes them (:func:`camera_image_to_rgb`).
         gt: H×W float32 ground-truth disparity in pixels, or ``None``.
         left_info, right_info: the CameraInfo messages (rosbags objects), or ``None``.
         frame_id: the left image's ``header.frame_id`` (the outputs' frame).
@@ -135,7 +151,8 @@ class StereoFrame:
 def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
                       gt_topic: Optional[str] = None, left_info_topic: Optional[str] = None,
                       right_info_topic: Optional[str] = None,
-                      max_pending: int = 200, slop_s: float = 0.0) -> Iterator[StereoFrame]:
+                      max_pending: int = 200, slop_s: float = 0.0,
+                      bit_depth: int = 16) -> Iterator[StereoFrame]:
     """Yield frames whose images share a header stamp (within ``slop_s``), in stamp order.
 
     With ``slop_s`` = 0, images on ``left_topic``, ``right_topic`` (and ``gt_topic``) must have
@@ -180,8 +197,8 @@ def read_stereo_pairs(path: str, left_topic: str, right_topic: str,
             without_info += 1
         return StereoFrame(
             stamp_ns=stamp_to_ns(slot["left"].header.stamp),
-            left=image_to_numpy(slot["left"], left_topic),
-            right=image_to_numpy(slot["right"], right_topic),
+            left=camera_image_to_rgb(slot["left"], left_topic, bit_depth),
+            right=camera_image_to_rgb(slot["right"], right_topic, bit_depth),
             gt=(image_to_numpy(slot["gt"], gt_topic).astype(np.float32) if gt_topic else None),
             left_info=info["left_info"], right_info=info["right_info"],
             frame_id=str(getattr(slot["left"].header, "frame_id", "") or ""))
@@ -247,7 +264,8 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
              left_info_topic: Optional[str] = None, right_info_topic: Optional[str] = None,
              output_bag: Optional[str] = None, output_storage: str = "sqlite3",
              max_frames: Optional[int] = None, warmup: int = 1,
-             preprocessor: Optional[Any] = None, slop_s: float = 0.0) -> Dict[str, Any]:
+             preprocessor: Optional[Any] = None, slop_s: float = 0.0,
+             options: Optional[Any] = None, bit_depth: int = 16) -> Dict[str, Any]:
     """Run a backend over a bag's stereo pairs (:class:`~dtp_stereo.pipeline.StereoPipeline`):
     metrics (with GT) and latency.
 
@@ -258,6 +276,9 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
     ``preprocessor`` (a :class:`~dtp_stereo.preprocess.StereoPreprocessor`) applies the node's
     resize rules (``max_width``, ``input_size``); default: pad only. ``slop_s`` pairs stamps
     that differ by up to that many seconds (:func:`read_stereo_pairs`; 0 = exact).
+    ``options`` (:class:`~dtp_stereo.ros.outputs.OutputOptions`, the node's live output
+    parameters) shape the output bag's messages; ``bit_depth`` is the node's
+    ``image_bit_depth``. Metrics score the network's dense disparity, before those masks.
 
     Returns:
         ``{"bag", "backend", "device", "frames", "frames_without_camera", "metrics" (None
@@ -266,7 +287,7 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
     """
     from dtp_stereo.metrics import MetricAccumulator, valid_mask
     from dtp_stereo.pipeline import StereoPipeline
-    from dtp_stereo.ros.outputs import MessageClasses, output_messages
+    from dtp_stereo.ros.outputs import MessageClasses, OutputOptions, output_messages
     from dtp_stereo.timing import LatencyStats
 
     pipeline = StereoPipeline(backend, preprocessor)
@@ -287,7 +308,7 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
             if left_info_topic and right_info_topic:
                 conns["points2"] = writer.add_connection("/points2", CLOUD, typestore=ts)
         frames = read_stereo_pairs(path, left_topic, right_topic, gt_topic, left_info_topic,
-                                   right_info_topic, slop_s=slop_s)
+                                   right_info_topic, slop_s=slop_s, bit_depth=bit_depth)
         for fr in frames:
             if max_frames is not None and n >= max_frames:
                 break
@@ -305,8 +326,8 @@ def bag_eval(path: str, backend: Any, *, left_topic: str = DEFAULT_TOPICS["left"
                            valid_mask(fr.gt, backend.max_disparity * result.frame.scale))
             if writer is not None:
                 header = _header(ts, fr.stamp_ns, fr.frame_id)
-                msgs = output_messages(result, header, wanted=conns.__contains__,
-                                       classes=classes)
+                msgs = output_messages(result, header, fr.left, options or OutputOptions(),
+                                       wanted=conns.__contains__, classes=classes)
                 for topic, msg in msgs.items():
                     writer.write(conns[topic], fr.stamp_ns,
                                  ts.serialize_cdr(_cdr_ready(msg), msg.__msgtype__))

@@ -130,8 +130,10 @@ def test_bag_eval_metrics_latency_and_output_bag(sample_bag, tmp_path):
     assert d0.shape == (H, W) and np.isfinite(d0).all()
     assert disp[0].f == pytest.approx(0.8 * W) and disp[0].t == pytest.approx(BASELINE_M)
     c0 = clouds[0]
-    assert (c0.height, c0.width, c0.point_step) == (H, W, 12)
-    pts = np.frombuffer(bytes(c0.data), np.float32).reshape(H, W, 3)
+    # x, y, z and rgb from the left image, as the node publishes them (use_color)
+    assert (c0.height, c0.width, c0.point_step) == (H, W, 16)
+    assert [f.name for f in c0.fields] == ["x", "y", "z", "rgb"]
+    pts = np.frombuffer(bytes(c0.data), np.float32).reshape(H, W, 4)[..., :3]
     good = d0 > 0
     # z = f * B / d for every pixel with a positive disparity
     np.testing.assert_allclose(pts[..., 2][good], 0.8 * W * BASELINE_M / d0[good], rtol=1e-4)
@@ -156,6 +158,53 @@ def test_bag_cli(tmp_path, capsys):
     assert "EPE" in capsys.readouterr().out
     assert main(["bag-eval", str(bag), "--left", "/missing", "--checkpoint", str(ckpt)]) == 2
     assert "/missing" in capsys.readouterr().err
+
+
+def test_bag_eval_applies_the_nodes_preprocessing_and_output_options(tmp_path, capsys):
+    """bag-eval takes the node's head, input size and output masks: the left band x < d is
+    invalid by default and kept with --keep-left-band, points lose colour with --no-color, and
+    a fixed --input-size runs the network at that size."""
+    from rosbags.highlevel import AnyReader
+
+    from dtp_stereo.checkpoint import save_checkpoint
+
+    bag = tmp_path / "bag"
+    assert main(["make-sample-bag", str(bag), "--frames", "1", "--size", "32x64",
+                 "--max-disparity", "16"]) == 0
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("dtpnet", **TINY))
+
+    def run(*extra):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main(["bag-eval", str(bag), "--checkpoint", str(ckpt), "--backend", "torch",
+                     "--threads", "1", "--output-bag", str(out), *extra]) == 0
+        with AnyReader([out]) as reader:
+            msgs = {c.topic: reader.deserialize(raw, c.msgtype)
+                    for c, _, raw in reader.messages()}
+        return image_to_numpy(msgs["/disparity"].image), msgs["/points2"]
+
+    masked, cloud = run()
+    kept, plain = run("--keep-left-band", "--no-color", "--head", "fast",
+                      "--input-size", "64x96")
+    cols = np.arange(W)[None, :]
+    band = (kept > 0) & (cols < kept)
+    assert band.any() and (masked[band] < 0).all()  # invalid by default, kept on request
+    assert [f.name for f in cloud.fields][-1] == "rgb" and len(plain.fields) == 3
+    assert main(["bag-eval", str(bag), "--checkpoint", str(ckpt), "--input-size", "64"]) == 2
+    assert "--input-size must be HxW" in capsys.readouterr().err
+
+
+def test_camera_images_decode_as_the_node_does():
+    """Bags give the pipeline what the node gives it: RGB, mono replicated, 12-bit scaled."""
+    from dtp_stereo.bag import camera_image_to_rgb
+    from dtp_stereo.ros.conversions import numpy_to_image_msg
+
+    mono12 = numpy_to_image_msg(np.full((4, 6), 4095, np.uint16), "mono16")
+    rgb = camera_image_to_rgb(mono12, "/left/image_rect", bit_depth=12)
+    assert rgb.shape == (4, 6, 3) and rgb.dtype == np.uint16 and rgb.min() >= 65000
+    with pytest.raises(ValueError, match="/left/image_rect: unsupported image encoding"):
+        camera_image_to_rgb(numpy_to_image_msg(np.zeros((4, 6), np.float32), "32FC1"),
+                            "/left/image_rect")
 
 
 @pytest.mark.ros

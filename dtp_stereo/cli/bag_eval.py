@@ -32,6 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     parser.add_argument("--max-width", type=int, default=None,
                         help="downscale wider images to this width px (the node's max_width)")
+    parser.add_argument("--input-size", default=None, metavar="HxW",
+                        help="fixed network input size px (the node's input_height/width)")
+    parser.add_argument("--head", choices=("checkpoint", "full", "fast"), default="checkpoint",
+                        help="DTPnet regression head (the node's head parameter)")
+    parser.add_argument("--image-bit-depth", type=int, default=16,
+                        help="significant bits of mono16 images (the node's image_bit_depth)")
+    parser.add_argument("--min-disparity", type=float, default=0.0,
+                        help="output bag: disparities below this are invalid, px")
+    parser.add_argument("--max-depth", type=float, default=0.0,
+                        help="output bag: points farther than this are NaN, m (0 = no limit)")
+    parser.add_argument("--confidence-threshold", type=float, default=0.0,
+                        help="output bag: pixels less confident than this are invalid (0 = off)")
+    parser.add_argument("--keep-left-band", action="store_true",
+                        help="output bag: keep estimates where x < d (invalid by default)")
+    parser.add_argument("--no-color", action="store_true", help="output bag: points2 without rgb")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     parser.add_argument("--slop", type=float, default=0.0,
                         help="pair left/right stamps up to this many seconds apart, as the "
@@ -66,18 +81,35 @@ def run(args: argparse.Namespace) -> int:
             from dtp_stereo.assets import resolve_model
 
             checkpoint = resolve_model(args.checkpoint)
+        input_size = None
+        if args.input_size:
+            parts = args.input_size.lower().split("x")
+            if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise ValueError(f"--input-size must be HxW in pixels, got {args.input_size!r}")
+            input_size = (int(parts[0]), int(parts[1]))
+        from dtp_stereo.backends import BackendOptions
+        from dtp_stereo.preprocess import StereoPreprocessor
+        from dtp_stereo.ros.outputs import OutputOptions
+
+        options = BackendOptions(device=args.device, fp16=args.fp16, threads=args.threads,
+                                 input_size=input_size,
+                                 head=None if args.head == "checkpoint" else args.head)
         backend = create_backend(args.backend, None if checkpoint is None else str(checkpoint),
                                  onnx=None if args.onnx is None else str(args.onnx),
-                                 device=args.device, fp16=args.fp16, threads=args.threads)
-        from dtp_stereo.preprocess import StereoPreprocessor
-
-        prep = StereoPreprocessor(backend.size_divisor, backend.input_size, args.max_width)
+                                 options=options)
+        outputs = OutputOptions(min_disparity=args.min_disparity, max_depth=args.max_depth,
+                                use_color=not args.no_color,
+                                confidence_threshold=args.confidence_threshold,
+                                keep_left_band=args.keep_left_band)
+        prep = StereoPreprocessor(backend.size_divisor,
+                                  getattr(backend, "input_size", None) or input_size,
+                                  args.max_width)
         report = bag_eval(str(args.bag), backend, preprocessor=prep, left_topic=args.left,
                           right_topic=args.right, gt_topic=args.gt, left_info_topic=left_info,
                           right_info_topic=right_info,
                           output_bag=None if args.output_bag is None else str(args.output_bag),
                           output_storage=args.output_storage, max_frames=args.max_frames,
-                          slop_s=args.slop)
+                          slop_s=args.slop, options=outputs, bit_depth=args.image_bit_depth)
     except (BackendError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
