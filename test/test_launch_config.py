@@ -94,3 +94,54 @@ def test_launch_file_builds_when_launch_ros_is_installed():
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     assert len(description.entities) == len(module.ARGUMENTS) + 1
+
+
+def _launch_module_with_stand_ins(monkeypatch):
+    """The launch file imported against stand-ins of launch / launch_ros (not on PyPI):
+    LaunchConfiguration(name).perform(context) reads context[name]; Node records its kwargs."""
+    import importlib.util
+    import sys
+    import types
+
+    class LaunchConfiguration:
+        def __init__(self, name, *args, **kwargs):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    modules = {
+        "launch": {"LaunchDescription": Recorder},
+        "launch.actions": {"DeclareLaunchArgument": Recorder, "OpaqueFunction": Recorder},
+        "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration,
+                                 "PathJoinSubstitution": Recorder},
+        "launch_ros": {}, "launch_ros.actions": {"Node": Recorder},
+        "launch_ros.substitutions": {"FindPackageShare": Recorder},
+    }
+    for name, attrs in modules.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    spec = importlib.util.spec_from_file_location("stereo_launch_stub", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_gives_the_node_large_data_unless_the_environment_chose(monkeypatch):
+    module = _launch_module_with_stand_ins(monkeypatch)
+    context = {name: default for name, default, _ in module.ARGUMENTS}
+    context.update(namespace="stereo", params_file="params.yaml")
+    monkeypatch.delenv("FASTDDS_BUILTIN_TRANSPORTS", raising=False)
+    (node,) = module._node(context)
+    assert node.kwargs["additional_env"] == {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    assert node.kwargs["namespace"] == "stereo"
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "SHM?sockets_size=16MB")
+    (node,) = module._node(context)
+    assert node.kwargs["additional_env"] == {}  # the user's choice is inherited, not replaced
+    context["fastdds_builtin_transports"] = ""
+    monkeypatch.delenv("FASTDDS_BUILTIN_TRANSPORTS")
+    (node,) = module._node(context)
+    assert node.kwargs["additional_env"] == {}  # empty argument: Fast DDS defaults
