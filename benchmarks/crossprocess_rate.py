@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +42,7 @@ class Constant:
         return InferenceResult(np.full((h, w), 8.0, np.float32))
 
 n, h, w, pub_env = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+pub_args = sys.argv[5:]
 domain = 100 + uuid.uuid4().int % 100
 context = rclpy.Context()
 rclpy.init(context=context, domain_id=domain)
@@ -54,11 +55,14 @@ env = {k: v for k, v in os.environ.items() if k not in pub_env["drop"]}  # the n
 env.update(pub_env["set"])
 env["ROS_DOMAIN_ID"] = str(domain)
 subprocess.run([sys.executable, "-m", "dtp_stereo.tools.stereo_publisher", ns, str(n), str(h),
-                str(w)], env=env, timeout=120, check=True)
+                str(w), *pub_args], env=env, timeout=120, check=True,
+               stdout=subprocess.DEVNULL)
 time.sleep(1.0)
 d = node.diagnostics
 print(json.dumps({"left_images": d.images_in[0], "right_images": d.images_in[1],
-                  "pairs": d.frames_in, "processed": d.frames_out}), flush=True)
+                  "pairs": d.frames_in, "processed": d.frames_out,
+                  "bad_input": d.errors.get("bad_input", 0),
+                  "last_error": d.last_error}), flush=True)
 executor.shutdown()  # a clean shutdown: os._exit alone leaves Fast DDS shared-memory segments
 node.destroy_node()
 rclpy.shutdown(context=context)
@@ -70,15 +74,16 @@ DDS_VARIABLES = ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE")
 
 
 def measure(node_env: Dict[str, str], pub_env: Dict[str, str], pairs: int, h: int,
-            w: int) -> Dict[str, int]:
+            w: int, publisher_args: Sequence[str] = ()) -> Dict[str, Any]:
     """One run in a fresh interpreter (DDS reads the variables when the participant starts);
     ``node_env`` / ``pub_env``: the DDS variables of each side (others of :data:`DDS_VARIABLES`
-    unset)."""
+    unset); ``publisher_args``: more options of the publisher (``--fault-every K``, ...)."""
     env = {k: v for k, v in os.environ.items() if k not in DDS_VARIABLES}
     env.update(node_env)
     env["PYTHONPATH"] = str(ROOT)
     publisher = json.dumps({"drop": list(DDS_VARIABLES), "set": pub_env})
-    out = subprocess.run([sys.executable, "-c", _RUN, str(pairs), str(h), str(w), publisher],
+    out = subprocess.run([sys.executable, "-c", _RUN, str(pairs), str(h), str(w), publisher,
+                          *publisher_args],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          check=True).stdout
     return json.loads(out.strip().splitlines()[-1])

@@ -26,3 +26,16 @@ def test_vga_pairs_cross_processes(transport):
     got = measure(env, env, N, H, W)
     assert got["left_images"] == got["right_images"] == N
     assert got["pairs"] == got["processed"] == N
+
+
+def test_bad_frames_from_another_process_are_reported_and_good_ones_still_processed():
+    """The fault-injection path across processes: every 4th of 12 VGA frames is bad (each kind
+    of dtp_stereo.tools.stereo_publisher.FAULTS once, cycling); the node refuses exactly those,
+    processes every good one, and names the last fault."""
+    from dtp_stereo.tools.stereo_publisher import FAULTS
+
+    env = {"FASTDDS_BUILTIN_TRANSPORTS": LOCAL_ONLY_TRANSPORT}
+    got = measure(env, env, 12, H, W, ["--fault-every", "4"])
+    assert got["pairs"] == 12
+    assert got["bad_input"] == 3 and got["processed"] == 9
+    assert FAULTS[2] == "truncated_data" and "image data has" in got["last_error"]

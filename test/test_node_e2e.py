@@ -390,6 +390,29 @@ def test_bad_input_reports_error_and_node_recovers(harness_factory, kind):
     assert values["errors_bad_input"] == "1" and text in values["last_error"]
 
 
+def test_backend_failure_is_reported_and_the_node_keeps_serving(harness_factory):
+    """An exception inside inference (a processing error, not bad input) is counted under its
+    own kind on /diagnostics; the next frames are served."""
+
+    class FailsOnce(FakeBackend):
+        def infer(self, left, right):
+            if self.calls == 0:
+                self.calls += 1
+                raise RuntimeError("CUDA error: an illegal memory access")
+            return super().infer(left, right)
+
+    h = harness_factory(backend=FailsOnce(), params={"latency_budget_ms": 10000.0})
+    h.publish()
+    wait_for(lambda: h.last_diag() is not None and h.last_diag().level == DiagnosticStatus.ERROR)
+    assert "processing" in h.last_diag().message and "illegal memory" in h.last_diag().message
+    for _ in range(6):
+        h.publish()
+        time.sleep(0.05)
+    wait_for(lambda: len(h.got["disparity"]) == 6)
+    wait_for(lambda: h.last_diag().level == DiagnosticStatus.OK)
+    assert h.diag_values()["errors_processing"] == "1"
+
+
 def test_bad_pair_does_not_displace_a_waiting_good_pair(harness_factory):
     """A bad pair is refused on arrival (metadata checks), so the good pair waiting for the
     busy worker is still processed rather than dropped."""
