@@ -142,6 +142,8 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --variant "mid_replay:lr=1e-4,synthetic_weight=1" --output docs/results/adapt-ablation-replay.json
 $bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 --repeats 3 \
   --output docs/results/crossprocess-rate.json
+$bin/python benchmarks/soak.py --frames 1200 --rate 30 --size 480x640 --fault-every 100 \
+  --output docs/results/soak.json
 # The claims rows' data paths (pairs/s in one process).
 for n in synthetic photo_layers single_image; do
   extra=(); [ $n = synthetic ] || extra=(data.train.name=$n data.train.textures=data/textures)
