@@ -132,7 +132,7 @@ def test_adapt_writes_an_ordinary_checkpoint_of_the_same_widths(student, tmp_pat
                     tensorboard=False)
     assert summary["steps"] == 3 and summary["pairs"] == 3
     assert set(summary["final_losses"]) == {"loss", "proxy", "photometric", "smoothness",
-                                            "anchor"}
+                                            "anchor", "synthetic"}  # replay is on by default
     before, after = load_checkpoint(student), load_checkpoint(out)
     assert after.model_config == before.model_config and after.model_name == "dtpnet"
     prov = after.provenance["adapt"]
