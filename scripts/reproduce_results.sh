@@ -129,17 +129,27 @@ $bin/python scripts/ship_model.py models/dtpnet_real_pruned.pt --name dtpnet_rea
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 \
   --output docs/results/adapt-real.json
-# Images across processes (issue 12).
-# Which adaptation losses and settings earn their place (real pairs = validation here).
+# Which adaptation losses and settings earn their place (real pairs = validation here). These rows
+# were run with the earlier defaults (lr 5e-5, anchor 1, no replay), spelled out here since the
+# defaults changed; adapt-real-lr5e-5.json is the earlier defaults' main run (same command as above).
+old="lr=5e-5,anchor_weight=1,synthetic_weight=0"
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
-  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --variant default \
-  --variant "proxy_only:photometric_weight=0,smoothness_weight=0" \
-  --variant "photometric_only:proxy=none" --variant "strong:lr=2e-4,anchor_weight=0.25" \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --variant "default:$old" \
+  --variant "proxy_only:$old,photometric_weight=0,smoothness_weight=0" \
+  --variant "photometric_only:$old,proxy=none" --variant "strong:lr=2e-4,anchor_weight=0.25,synthetic_weight=0" \
   --output docs/results/adapt-ablation.json
+# adapt-ablation-replay.json came from commit ada675b (replay disparities up to 0.3 x the crop width);
+# the code now replays up to 0.8 D, which these two runs use:
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 \
   --variant "strong_replay:lr=2e-4,anchor_weight=0.25,synthetic_weight=1" \
-  --variant "mid_replay:lr=1e-4,synthetic_weight=1" --output docs/results/adapt-ablation-replay.json
+  --output docs/results/adapt-ablation-replay-wide.json
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 \
+  --variant "replay2:lr=2e-4,anchor_weight=0.25,synthetic_weight=2" \
+  --variant "replay1_lr15:lr=1.5e-4,anchor_weight=0.25,synthetic_weight=1" \
+  --output docs/results/adapt-ablation-replay2.json
+# Images across processes, and the soak (issue 12).
 $bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 --repeats 3 \
   --output docs/results/crossprocess-rate.json
 $bin/python benchmarks/soak.py --frames 1200 --rate 30 --size 480x640 --fault-every 100 \
