@@ -46,18 +46,6 @@ FAULT_TEXT = {"right_size_mismatch": "size mismatch", "unknown_encoding": "'yuv4
               "truncated_data": "image data has", "nan_camera_info": "non-finite"}
 
 
-def proc_status_mb(pid: int, key: str) -> Optional[float]:
-    """``VmRSS`` / ``VmHWM`` of process ``pid`` in MiB (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
-
-
 def percentile(values: List[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -118,6 +106,7 @@ def wait(predicate: Any, timeout: float, poll: float = 0.1) -> bool:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:  # noqa: C901 (one linear script)
     from dtp_stereo.ros.transport import LOCAL_ONLY_TRANSPORT
+    from dtp_stereo.tools.bench import proc_status_mb
 
     height, width = args.size
     os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.transport or LOCAL_ONLY_TRANSPORT
@@ -149,7 +138,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:  # noqa: C901 (one linear s
 
     def sample() -> None:
         while not stop.is_set():
-            rss = proc_status_mb(node.pid, "VmRSS")
+            rss = proc_status_mb("VmRSS", node.pid)
             if rss is not None:
                 samples.append((time.monotonic() - t_start, rss, listener.received()))
             stop.wait(0.25)
@@ -163,7 +152,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:  # noqa: C901 (one linear s
         if node.poll() is not None:
             raise RuntimeError(f"soak: the node exited ({node.returncode}); see {log.name}")
         time.sleep(1.0)
-        rss_start = proc_status_mb(node.pid, "VmRSS")
+        rss_start = proc_status_mb("VmRSS", node.pid)
         t_pub = time.monotonic()
         pub = subprocess.run([sys.executable, "-m", "dtp_stereo.tools.stereo_publisher", ns,
                               str(args.frames), str(height), str(width), "--rate",
@@ -182,8 +171,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:  # noqa: C901 (one linear s
 
         wait(settled, 30.0)
         time.sleep(1.5)  # two more diagnostics periods
-        rss_end = proc_status_mb(node.pid, "VmRSS")
-        rss_peak = proc_status_mb(node.pid, "VmHWM")
+        rss_end = proc_status_mb("VmRSS", node.pid)
+        rss_peak = proc_status_mb("VmHWM", node.pid)
         alive = node.poll() is None
     finally:
         stop.set()

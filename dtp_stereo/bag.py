@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 import numpy as np
 
 from dtp_stereo.ros.conversions import (ImageConversionError, image_msg_to_numpy,
-                                         image_msg_to_rgb)
+                                        image_msg_to_rgb)
 from dtp_stereo.ros.geometry import StereoCamera
 from dtp_stereo.ros.sync import stamp_to_ns
 

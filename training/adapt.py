@@ -23,8 +23,9 @@ name) or from a rosbag2 (two image topics, exact stamps). Losses, each switchabl
 
 Defaults work without tuning (chosen on two validation pairs, docs/results.md): learning rate
 1.5e-4, anchor 0.25 and replay 1.0, BatchNorm statistics frozen (tiny batches of one camera
-would skew them), crops of 256×320 of images scaled to at most 640 px wide. The output is an ordinary checkpoint of the same architecture and widths (a pruned
-student stays pruned) with the adaptation in its provenance (data hashes and counts, settings).
+would skew them), crops of 256×320 of images scaled to at most 640 px wide. The output is an
+ordinary checkpoint of the same architecture and widths (a pruned student stays pruned) with the
+adaptation in its provenance (data hashes and counts, settings).
 """
 
 import copy

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from dtp_stereo.preprocess import parse_size
 
 __all__ = ["MODEL_ALIASES", "BACKENDS", "MACS_COUNTER", "ModelSpec", "BenchJob",
            "parse_model_spec", "parse_size", "measure", "run_job", "run_benchmark", "add_ratios",
-           "interleaved_ratio", "host_info", "write_report"]
+           "interleaved_ratio", "host_info", "write_report", "proc_status_mb"]
 
 # alias -> (registered architecture, config overrides)
 MODEL_ALIASES: Dict[str, Tuple[str, Dict[str, Any]]] = {
@@ -154,10 +154,11 @@ def build_spec_model(spec: ModelSpec):
     return build_model(spec.name, **spec.config).eval()
 
 
-def _proc_status_mb(key: str) -> Optional[float]:
-    """A ``VmRSS``/``VmHWM`` line of ``/proc/self/status`` in MiB (None off Linux)."""
+def proc_status_mb(key: str, pid: Union[int, str] = "self") -> Optional[float]:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/<pid>/status`` in MiB (None off Linux or when the
+    process is gone)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024.0
@@ -274,7 +275,7 @@ def measure(job: BenchJob, complexity: Optional[Dict[str, Any]] = None) -> Dict[
                               "fp16": job.fp16, "channels_last": job.channels_last,
                               "compile": job.compile, "fuse_bn": job.fuse_bn,
                               "ort_optimization": job.ort_optimization}
-    baseline_mb = _proc_status_mb("VmRSS")
+    baseline_mb = proc_status_mb("VmRSS")
     try:
         model = None
         if job.backend.startswith("torch"):
@@ -293,7 +294,7 @@ def measure(job: BenchJob, complexity: Optional[Dict[str, Any]] = None) -> Dict[
         record.update(status="unavailable", reason=str(exc))
     except Exception as exc:  # recorded per configuration; the benchmark goes on
         record.update(status="error", reason=f"{type(exc).__name__}: {exc}")
-    peak = _proc_status_mb("VmHWM")
+    peak = proc_status_mb("VmHWM")
     record["peak_rss_mb"] = peak
     record["peak_above_baseline_mb"] = (None if peak is None or baseline_mb is None
                                         else peak - baseline_mb)
