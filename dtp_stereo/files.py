@@ -5,9 +5,9 @@ A reader never sees a half-written file: the data goes to a temporary file in th
 is flushed to disk (``fsync``) and then renamed over the destination (``os.replace``, atomic on
 POSIX and Windows). On any error the temporary file is removed and the destination is left as
 it was. A writer killed outright (``kill -9``) cannot clean up, so the temporary name carries
-its process id, and the next write of the same file removes the temporaries of writers that
-are no longer running. The file gets the mode a plain ``open`` would give (0666 less the
-umask), or 0600 when ``private`` (cache entries).
+its host and process id, and the next write of the same file removes the temporaries of this
+host's writers that are no longer running. The file gets the mode a plain ``open`` would give
+(0666 less the umask), or 0600 when ``private`` (cache entries).
 
 Cache trust (POSIX): a cached ONNX graph or TensorRT engine is code that the node runs, so a
 file is reused only if it belongs to the current user (or root) and nobody else can write it,
@@ -16,6 +16,7 @@ and a cache folder is used only if nobody else can write it (:func:`untrusted_re
 """
 
 import os
+import socket
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -42,6 +43,11 @@ def _umask() -> int:
     return mask
 
 
+# the writer's host in temporary names: a pid means something only on the machine (and in the
+# container, which has its own host name) that wrote it
+_HOST = "".join(c for c in socket.gethostname() if c.isascii() and c.isalnum())[:24] or "host"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -55,7 +61,8 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temporaries(path: PathLike) -> int:
     """Remove temporaries of ``path`` left by writers that died mid-write; returns how many.
 
-    Only names of the form ``.<name>.<pid>.<random>.tmp...`` whose process is gone are removed.
+    Only names of the form ``.<name>.<host>-<pid>.<random>.tmp...`` written on this host whose
+    process is gone are removed.
     """
     path = Path(path)
     prefix = f".{path.name}."
@@ -66,9 +73,14 @@ def remove_stale_temporaries(path: PathLike) -> int:
         return 0
     for entry in entries:
         rest = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
-        pid, _, tail = rest.partition(".")
-        if not pid.isdigit() or ".tmp" not in tail or int(pid) == os.getpid() \
-                or _pid_alive(int(pid)):
+        owner, _, tail = rest.partition(".")
+        host, _, pid = owner.rpartition("-")
+        if host != _HOST or not (pid.isascii() and pid.isdigit()) or ".tmp" not in tail:
+            continue  # not ours, or another machine's / container's (its pids are not ours)
+        try:
+            if int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+        except (ValueError, OverflowError):
             continue
         try:
             entry.unlink()
@@ -82,9 +94,10 @@ def remove_stale_temporaries(path: PathLike) -> int:
 def atomic_path(path: PathLike, *, private: bool = False) -> Iterator[Path]:
     """A temporary path next to ``path``; write it inside the ``with``, it becomes ``path``.
 
-    The parent folder is created. The temporary name is ``.<name>.<pid>.<random>.tmp`` with the
-    destination's suffix kept last (``.x.onnx.123.ab12.tmp.onnx``) for tools that look at it;
-    temporaries of dead writers of the same file are removed first. The file's mode is 0666
+    The parent folder is created. The temporary name is ``.<name>.<host>-<pid>.<random>.tmp``
+    with the destination's suffix kept last (``.x.onnx.robot-123.ab12.tmp.onnx``) for tools
+    that look at it; temporaries of dead writers of the same file on this host are removed
+    first. The file's mode is 0666
     less the umask, or 0600 if ``private``.
 
     Raises:
@@ -93,7 +106,7 @@ def atomic_path(path: PathLike, *, private: bool = False) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.",
                                suffix=".tmp" + path.suffix)
     os.close(fd)
     try:

@@ -419,7 +419,8 @@ class StereoNode(Node):
             self.diagnostics.record_dropped()
 
     def _check_pair(self, left: Image, right: Image) -> None:
-        """Encodings, buffers, equal sizes and the size limit of a pair, from its metadata.
+        """Encodings, buffers, equal sizes and the size limit of a pair, from its metadata, and
+        its camera_info when that of the same stamp has arrived (drivers usually send it first).
 
         Raises:
             _BadInput: naming the topic and the problem.
@@ -427,6 +428,8 @@ class StereoNode(Node):
         for side, msg in (("left", left), ("right", right)):
             try:
                 conv.check_image_msg(msg)
+                if msg.encoding == "32FC1":  # decodable, but not a camera image
+                    raise conv.UnsupportedEncodingError("32FC1")
             except conv.ImageConversionError as exc:
                 raise _BadInput(f"{side}/image_rect: {exc}") from exc
         if (left.height, left.width) != (right.height, right.width):
@@ -437,6 +440,14 @@ class StereoNode(Node):
             raise _BadInput(f"left/right image_rect: {left.width}x{left.height} is "
                             f"{megapixels:.1f} Mpx, above max_input_megapixels "
                             f"{self._max_megapixels:g}; publish smaller images or raise it")
+        stamp = stamp_to_ns(left.header.stamp)
+        with self._info_lock:  # camera_info of this very stamp, when it came first
+            infos = [self._infos[side].get(stamp) for side in ("left", "right")]
+        if None not in infos:
+            try:
+                StereoCamera.from_camera_info(*infos)
+            except ValueError as exc:
+                raise _BadInput(str(exc)) from exc
 
     def _run_worker(self) -> None:
         while not self._slot.closed:

@@ -238,6 +238,9 @@ def test_image_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
         path = tmp_path / f"img.{ext}"
         cv2.imwrite(str(path), small)
         assert formats.image_size_from_header(path) == (50, 40)
+    data = (tmp_path / "img.jpg").read_bytes()  # fill bytes before the first marker
+    (tmp_path / "fill.jpg").write_bytes(data[:2] + b"\xff\xff" + data[2:])
+    assert formats.image_size_from_header(tmp_path / "fill.jpg") == (50, 40)
     monkeypatch.setenv("DTP_STEREO_MAX_IMAGE_PIXELS", "1000")
     decoded = []
     monkeypatch.setattr(cv2, "imread", lambda *a, **k: decoded.append(a) or small)
@@ -245,5 +248,8 @@ def test_image_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
         with pytest.raises(formats.FormatError, match=rf"img\.{ext}: image of 50x40 pixels"):
             formats.read_image_rgb(tmp_path / f"img.{ext}")
     assert decoded == []
-    monkeypatch.setenv("DTP_STEREO_MAX_IMAGE_PIXELS", "2000")
+    monkeypatch.setenv("DTP_STEREO_MAX_IMAGE_PIXELS", "2e3")
     assert formats.read_image_rgb(tmp_path / "img.png").shape == (40, 50, 3)
+    monkeypatch.setenv("DTP_STEREO_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(formats.FormatError, match="DTP_STEREO_MAX_IMAGE_PIXELS='lots'"):
+        formats.read_image_rgb(tmp_path / "img.png")

@@ -53,13 +53,18 @@ def test_temporaries_of_a_writer_killed_mid_save_are_removed_by_the_next_save(tm
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.05)
+    from dtp_stereo.files import _HOST
+
     orphans = [p.name for p in tmp_path.iterdir()]
-    assert len(orphans) == 1 and f".m.pt.{proc.pid}." in orphans[0]  # what kill -9 leaves
-    # a live writer's temporary is kept (another process saving the same file right now)
-    live = tmp_path / f".m.pt.{os.getppid()}.abc.tmp.pt"
-    live.write_bytes(b"busy")
+    assert len(orphans) == 1 and f".m.pt.{_HOST}-{proc.pid}." in orphans[0]  # kill -9 left it
+    # kept: a live writer's temporary (saving the same file right now), another host's (its
+    # pids are not ours: a shared volume), and odd names
+    kept = [f".m.pt.{_HOST}-{os.getppid()}.abc.tmp.pt", f".m.pt.otherhost-{proc.pid}.x.tmp.pt",
+            f".m.pt.{_HOST}-99999999999999999999.x.tmp", f".m.pt.{_HOST}-\u00b2.x.tmp"]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"busy")
     atomic_write_bytes(target, b"new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", live.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", *kept])
     assert target.read_bytes() == b"new"
 
 

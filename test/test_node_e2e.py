@@ -343,8 +343,8 @@ def test_live_parameters(harness_factory):
     assert np.nanmax(z) <= 1.0 and np.isnan(z).any()
 
 
-@pytest.mark.parametrize("kind", ["encoding", "size", "empty", "truncated", "baseline",
-                                  "no_info", "nan_principal_point", "too_large"])
+@pytest.mark.parametrize("kind", ["encoding", "size", "empty", "truncated", "float_image",
+                                  "baseline", "no_info", "nan_principal_point", "too_large"])
 def test_bad_input_reports_error_and_node_recovers(harness_factory, kind):
     h = harness_factory(backend=FakeBackend(), params={
         "latency_budget_ms": 10000.0, "max_input_megapixels": 2.5 * H * W / 1e6})
@@ -365,6 +365,10 @@ def test_bad_input_reports_error_and_node_recovers(harness_factory, kind):
     elif kind == "empty":
         h.publish(left=Image(encoding="rgb8"), right=Image(encoding="rgb8"))
         text = "empty"
+    elif kind == "float_image":  # a depth/disparity image on the camera topic
+        flt = np.zeros((H, W), np.float32)
+        h.publish(left=flt, right=flt, encoding="32FC1")
+        text = "'32FC1'"
     elif kind == "truncated":  # a buffer shorter than step x height (a cut-off message)
         h.publish(left=Image(height=H, width=W, encoding="rgb8", step=W * 3,
                              data=bytes(H * W * 3 // 2)))

@@ -179,6 +179,10 @@ def test_resume_of_a_finished_run_adds_no_rows_and_survives_a_corrupt_results_fi
         results = run_pipeline(cfg, ["distill"], resume=True)
     assert _val_steps(run) == [2, 4, 5]  # the finished run is not validated again
     assert results["distill"]["finished"]
+    first_val = results["distill"]["val"]
+    assert first_val and "epe" in first_val  # ... and keeps its metrics
+    last = load_checkpoint(run / "distill" / "last.pt")
+    assert last.provenance["metrics"] == first_val and last.training_state["val_step"] == 5
     assert json.loads((run / "results.json").read_text())["distill"]["step"] == 5
     assert (run / "results.json.corrupt").exists()
     assert any("results.json is not readable JSON" in r.message for r in caplog.records)

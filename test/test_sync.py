@@ -129,12 +129,16 @@ def test_adaptive_slop_never_pairs_a_frame_with_the_next_frames_partner():
     assert 0.045e9 <= sync.slop_ns <= 0.055e9  # half of the 100 ms period
 
 
-def test_adaptive_slop_pairs_the_first_frames_before_any_period_is_known():
+def test_adaptive_slop_is_exact_until_a_period_is_known():
+    """Right camera 20 ms late, frames every 100 ms, the first right image lost: the first left
+    frame is not paired with the second right one; from the second frame on, pairs form."""
     out, cb = _collect()
     sync = ApproximateTimeSynchronizer(2, 5, None, cb)
-    sync.add(0, _msg(7.000, "L"))
-    sync.add(1, _msg(7.020, "R"))
-    assert out == [("L", "R")]
+    sync.add(0, _msg(7.000, "L1"))  # R1 lost
+    sync.add(1, _msg(7.120, "R2"))
+    assert out == []
+    sync.add(0, _msg(7.100, "L2"))
+    assert out == [("L2", "R2")]
 
 
 def test_invalid_arguments():

@@ -369,6 +369,9 @@ def read_json_or_set_aside(path: Path) -> Dict[str, Any]:
         return obj
     except (ValueError, UnicodeDecodeError) as exc:
         aside = path.with_name(path.name + ".corrupt")
+        n = 1
+        while aside.exists():  # keep every earlier one
+            aside, n = path.with_name(f"{path.name}.corrupt{n}"), n + 1
         path.replace(aside)
         _LOG.warning("%s is not readable JSON (%s); moved to %s and starting a new one", path,
                      exc, aside)

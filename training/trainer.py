@@ -198,7 +198,7 @@ class MetricsLog:
     FIELDS = ("step", "epoch", "split", "name", "value")
 
     def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool,
-                 resume_step: Optional[int] = None) -> None:
+                 resume_step: Optional[int] = None, keep_val_at_resume: bool = True) -> None:
         self.enabled = enabled
         self.path = out_dir / "metrics.csv"
         self.writer = None
@@ -209,7 +209,8 @@ class MetricsLog:
         rows: List[Dict[str, str]] = []
         if resume_step is not None and self.path.exists():
             with self.path.open(newline="") as fh:  # drop rows written after the checkpoint
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) < resume_step or (
+                    int(r["step"]) == resume_step and (keep_val_at_resume or r["split"] != "val"))]
         self._logged = {(int(r["step"]), r["split"]) for r in rows}
         with self.path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.FIELDS)
@@ -340,17 +341,23 @@ def train_stage(run: StageRun, cfg: StageCfg, *, resume: bool = False,
     optimizer = make_optimizer(d, optim, d.cfg.teacher_lr_scale)
     scheduler = make_scheduler(optimizer, optim, total)
     step, bad_total, best = 0, 0, math.inf
+    metrics: Dict[str, float] = {}  # the last validation's
+    validated_step: Optional[int] = None  # the step of the last validation
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if resume and last_path.exists():
         state = _restore(run, last_path, optimizer, scheduler)
         step, bad_total = int(state["step"]), int(state.get("bad_steps", 0))
         best = float(state.get("best_epe", math.inf))
+        metrics = dict(state.get("val_metrics") or {})
+        validated_step = state.get("val_step")
         _LOG.info("%s: resumed at step %d from %s", run.name, step, last_path)
     stop = total if max_steps is None else min(total, max_steps)
-    log = MetricsLog(out_dir, info.is_main, run.tensorboard, resume_step=step if step else None)
+    # a validation row at the resume step is kept only if the checkpoint saw that validation
+    log = MetricsLog(out_dir, info.is_main, run.tensorboard, resume_step=step if step else None,
+                     keep_val_at_resume=validated_step is None or validated_step == step)
     model = distributed.wrap(d, run.device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    bad_run, metrics = 0, {}
+    bad_run = 0
     bar = None
     if run.progress and info.is_main:
         from tqdm import tqdm
@@ -362,13 +369,15 @@ def train_stage(run: StageRun, cfg: StageCfg, *, resume: bool = False,
     def checkpoint(path: Path) -> None:
         if info.is_main:
             _save(run, path, step, step // spe, optimizer, scheduler,
-                  {"bad_steps": bad_total, "best_epe": best, "total_steps": total}, metrics)
+                  {"bad_steps": bad_total, "best_epe": best, "total_steps": total,
+                   "val_step": validated_step, "val_metrics": dict(metrics)}, metrics)
 
     def validate() -> None:
-        nonlocal best, metrics
+        nonlocal best, metrics, validated_step
         if run.validate is None or not info.is_main:
             return
         metrics = run.validate(d.student)
+        validated_step = step
         log.log(step, step // spe, "val", metrics)
         if metrics.get("epe", math.inf) < best:
             best = metrics["epe"]
@@ -427,7 +436,9 @@ def train_stage(run: StageRun, cfg: StageCfg, *, resume: bool = False,
                 validate()
             if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
                 checkpoint(last_path)
-        if step >= total and not log.has(step, "val"):  # not again on a resume of a done run
+        # not again on a resume of a finished run (older checkpoints: from metrics.csv)
+        done = validated_step == step if validated_step is not None else log.has(step, "val")
+        if step >= total and not done:
             validate()
         checkpoint(last_path)
         if step >= total and info.is_main and (run.validate is None or not best_path.exists()):

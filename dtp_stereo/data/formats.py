@@ -194,10 +194,14 @@ def _jpeg_size(f: Any) -> Optional[Tuple[int, int]]:
     """Width and height from the first start-of-frame marker of a JPEG file, if found."""
     f.seek(2)
     for _ in range(10000):
-        marker = f.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
+        if f.read(1) != b"\xff":
             return None
-        code = marker[1]
+        code = 0xFF
+        while code == 0xFF:  # fill bytes may precede a marker code
+            byte = f.read(1)
+            if not byte:
+                return None
+            code = byte[0]
         if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:  # no length field
             continue
         length = int.from_bytes(f.read(2), "big")
@@ -225,7 +229,12 @@ def image_size_from_header(path: PathLike) -> Optional[Tuple[int, int]]:
 
 def _imread_unchanged(path: PathLike) -> np.ndarray:
     path = _require_file(path)
-    limit = int(os.environ.get("DTP_STEREO_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+    text = os.environ.get("DTP_STEREO_MAX_IMAGE_PIXELS", "")
+    try:
+        limit = int(float(text)) if text else MAX_IMAGE_PIXELS
+    except ValueError:
+        raise FormatError(f"DTP_STEREO_MAX_IMAGE_PIXELS={text!r} is not a number of pixels "
+                          f"(reading {path})") from None
     size = image_size_from_header(path)
     if size is not None and size[0] * size[1] > limit:
         raise FormatError(f"{path}: image of {size[0]}x{size[1]} pixels is above the limit of "

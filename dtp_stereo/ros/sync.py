@@ -21,8 +21,8 @@ Semantics (as ``message_filters`` Python ``TimeSynchronizer`` / ``ApproximateTim
       C++-style pivot search; with two inputs (a stereo pair) both pick the nearest partner.
     * Approximate with ``slop_seconds=None`` (adaptive): the slop is half the frame period,
       the median step between the recent stamps of the steadiest input, so that a frame whose
-      partner was lost is never paired with the next frame's partner; unlimited until two
-      stamps of an input have been seen.
+      partner was lost is never paired with the next frame's partner; exact stamps only until
+      two stamps of one input have been seen, then the messages that waited are matched again.
     * Callbacks run outside the internal lock, in the thread that called :meth:`add`.
 """
 
@@ -152,11 +152,22 @@ class ApproximateTimeSynchronizer(_SynchronizerBase):
             steps = [b - a for a, b in zip(ordered, ordered[1:]) if b > a]
             if steps:
                 periods.append(statistics.median(steps))
-        self.slop_ns = int(min(periods) // 2) if periods else 2 ** 62
+        self.slop_ns = int(min(periods) // 2) if periods else 0  # exact until a period shows
 
     def _match(self, index: int, stamp: int) -> List[Tuple[Any, ...]]:
+        before = self.slop_ns
         if self.adaptive:
             self._adapt_slop(index, stamp)
+        out = self._emit(index, stamp)
+        if self.adaptive and self.slop_ns > before:  # a wider slop may pair what waited
+            for t in sorted(self._queues[0]):
+                if t in self._queues[0]:
+                    out += self._emit(0, t)
+            out.sort(key=lambda msgs: _msg_stamp_ns(msgs[0]))
+        return out
+
+    def _emit(self, index: int, stamp: int) -> List[Tuple[Any, ...]]:
+        """Pop and return the best set around ``stamp`` of input ``index`` (queued), if any."""
         candidates: List[Sequence[int]] = []
         for i, queue in enumerate(self._queues):
             if i == index:

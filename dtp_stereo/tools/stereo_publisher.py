@@ -49,7 +49,10 @@ def _fault_of(index: int, fault_every: int) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.rate > 0 or args.frames < 1:
+        parser.error("--rate must be > 0 and frames >= 1")
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, CameraInfo
