@@ -125,6 +125,16 @@ $bin/python benchmarks/sgbm_speed.py --model pruned=models/dtpnet_real_pruned.pt
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned.json
 $bin/python scripts/ship_model.py models/dtpnet_real_pruned.pt --name dtpnet_real_pruned --refresh \
   --speed docs/results/sgbm-speed-640x480-pruned.json
+# Stage 2 of the default at 256x512 (8400 planned steps, spans sessions; cut at 2025 so far), then its
+# synthetic test split and the real pairs against the default (not shipped: worse on small images).
+bash scripts/train_real.sh pruned_s2
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s2.yaml --stages eval --quiet
+cp runs/real_pruned_s2/eval/results.json docs/results/real-pruned-s2-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s2 runs/real_pruned_s2/distill/best.pt \
+  default=models/dtpnet_real_pruned.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s2-x0.25.json \
+  docs/results/real-pruned-s2-x0.5.json docs/results/real-pruned-s2-x1.json \
+  --output docs/results/real-pruned-s2-targets.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 \
