@@ -118,3 +118,21 @@ def test_speed_256x512():
         times.append(time.process_time() - t0)
     # about 20 ms of CPU time on one core; generous bound for a loaded test machine
     assert float(np.median(times)) < 0.08
+
+
+def test_per_scene_disparity_fraction_gives_near_and_far_scenes():
+    """min_disparity_fraction draws each scene's range in [min, max] x W; without it the
+    scenes are exactly those of before (same stream)."""
+    from dtp_stereo.data.synthetic import SyntheticStereo
+
+    plain = SyntheticStereo(64, 128, 64, seed=3, max_disparity_fraction=0.3)
+    again = SyntheticStereo(64, 128, 64, seed=3, max_disparity_fraction=0.3,
+                            min_disparity_fraction=None)
+    np.testing.assert_array_equal(plain.sample(2)["left"], again.sample(2)["left"])
+    mixed = SyntheticStereo(64, 128, 64, seed=3, max_disparity_fraction=0.3,
+                            min_disparity_fraction=0.05)
+    peaks = [float(mixed.sample(i)["disparity"].max()) for i in range(40)]
+    assert max(peaks) <= 0.3 * 128 + 1e-3 and min(peaks) < 0.12 * 128  # some near-only scenes
+    assert max(peaks) > 0.2 * 128  # and some far-reaching ones
+    with pytest.raises(ValueError, match="min_disparity_fraction"):
+        SyntheticStereo(64, 128, 64, max_disparity_fraction=0.3, min_disparity_fraction=0.5)

@@ -187,6 +187,10 @@ class SyntheticStereo(CameraResponse):
         seed: base seed; ``sample(i)`` depends only on ``(seed, i)`` and the settings.
         length: ``len(self)`` (number of samples, any index >= 0 works with ``sample``).
         max_disparity_fraction: GT is at most ``min(max_disparity − 1, fraction · W)`` pixels.
+        min_disparity_fraction: if given, each scene draws its own fraction uniformly from
+            ``[min_disparity_fraction, max_disparity_fraction]`` (near and far scenes at one
+            image size); ``None`` (default): every scene uses the maximum (bit-identical to
+            earlier versions).
         num_objects: inclusive (min, max) number of foreground objects.
         noise_std: photometric noise, grey levels (0..255 scale).
         gain_jitter: relative gain difference range between views (e.g. 0.06 = ±6 %).
@@ -206,6 +210,7 @@ class SyntheticStereo(CameraResponse):
         length: int = 1000,
         *,
         max_disparity_fraction: float = 0.25,
+        min_disparity_fraction: Optional[float] = None,
         num_objects: Tuple[int, int] = (2, 6),
         noise_std: float = 1.5,
         gain_jitter: float = 0.06,
@@ -224,6 +229,13 @@ class SyntheticStereo(CameraResponse):
         self.max_disparity = int(max_disparity)
         self.seed, self.length = int(seed), int(length)
         self.max_disparity_fraction = float(max_disparity_fraction)
+        if min_disparity_fraction is not None and not \
+                0 < float(min_disparity_fraction) <= self.max_disparity_fraction:
+            raise ValueError(f"SyntheticStereo: min_disparity_fraction must be in (0, "
+                             f"max_disparity_fraction = {max_disparity_fraction}], got "
+                             f"{min_disparity_fraction}")
+        self.min_disparity_fraction = None if min_disparity_fraction is None else \
+            float(min_disparity_fraction)
         self.num_objects = (int(num_objects[0]), int(num_objects[1]))
         self.noise_std = float(noise_std)
         self.gain_jitter = float(gain_jitter)
@@ -232,9 +244,11 @@ class SyntheticStereo(CameraResponse):
         self.texture_fn = texture_fn
         self._noise_bank: Optional[np.ndarray] = None
         self.disparity_cap = min(self.max_disparity - 1.0, self.max_disparity_fraction * width)
-        if self.disparity_cap < 4.0:
+        low = self.disparity_cap if self.min_disparity_fraction is None else min(
+            self.disparity_cap, self.min_disparity_fraction * width)
+        if low < 4.0:
             raise ValueError(
-                f"SyntheticStereo: disparity cap {self.disparity_cap:.1f} px is too small "
+                f"SyntheticStereo: disparity cap {low:.1f} px is too small "
                 f"(max_disparity={max_disparity}, width={width})"
             )
 
@@ -266,6 +280,9 @@ class SyntheticStereo(CameraResponse):
             raise ValueError(f"SyntheticStereo: index must be >= 0, got {index}")
         rng = np.random.default_rng([self.seed, int(index)])
         h, w, cap = self.height, self.width, self.disparity_cap
+        if self.min_disparity_fraction is not None:  # this scene's own range
+            cap = min(cap, float(rng.uniform(self.min_disparity_fraction,
+                                             self.max_disparity_fraction)) * w)
         ys = np.arange(h, dtype=np.float32)[:, None]
         xs = np.arange(w, dtype=np.float32)[None, :]
 
