@@ -256,8 +256,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "(default: shared memory with 16 MB segments)")
     parser.add_argument("--output", default="", help="write the JSON here")
     args = parser.parse_args(argv)
-    h, w = (int(v) for v in args.size.lower().split("x"))
-    args.size = (h, w)
+    from dtp_stereo.preprocess import parse_size
+
+    args.size = parse_size(args.size)
     result = run(args)
     text = json.dumps(result, indent=2)
     print(text)

@@ -184,6 +184,14 @@ class _BadInput(ValueError):
     """Input that cannot be processed; reported as ERROR and skipped."""
 
 
+def _stereo_camera(left_info: Any, right_info: Any) -> StereoCamera:
+    """The stereo camera of two camera_info messages; an unusable one is bad input."""
+    try:
+        return StereoCamera.from_camera_info(left_info, right_info)
+    except ValueError as exc:
+        raise _BadInput(str(exc)) from exc
+
+
 class StereoNode(Node):
     """Deep stereo inference node (``dtp_stereo_node``).
 
@@ -444,10 +452,7 @@ class StereoNode(Node):
         with self._info_lock:  # camera_info of this very stamp, when it came first
             infos = [self._infos[side].get(stamp) for side in ("left", "right")]
         if None not in infos:
-            try:
-                StereoCamera.from_camera_info(*infos)
-            except ValueError as exc:
-                raise _BadInput(str(exc)) from exc
+            _stereo_camera(*infos)
 
     def _run_worker(self) -> None:
         while not self._slot.closed:
@@ -473,10 +478,7 @@ class StereoNode(Node):
         for side, info in infos.items():
             if info is None:
                 raise _BadInput(f"no camera_info received on {self._info_topics[side]}")
-        try:
-            return StereoCamera.from_camera_info(infos["left"], infos["right"])
-        except ValueError as exc:
-            raise _BadInput(str(exc)) from exc
+        return _stereo_camera(infos["left"], infos["right"])
 
     def _process(self, left_msg: Image, right_msg: Image, t_in: float) -> None:
         t0 = time.perf_counter()

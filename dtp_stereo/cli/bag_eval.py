@@ -81,14 +81,13 @@ def run(args: argparse.Namespace) -> int:
             from dtp_stereo.assets import resolve_model
 
             checkpoint = resolve_model(args.checkpoint)
-        input_size = None
-        if args.input_size:
-            parts = args.input_size.lower().split("x")
-            if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-                raise ValueError(f"--input-size must be HxW in pixels, got {args.input_size!r}")
-            input_size = (int(parts[0]), int(parts[1]))
         from dtp_stereo.backends import BackendOptions
-        from dtp_stereo.preprocess import StereoPreprocessor
+        from dtp_stereo.preprocess import SizeError, StereoPreprocessor, parse_size
+
+        try:
+            input_size = parse_size(args.input_size) if args.input_size else None
+        except SizeError as exc:
+            raise ValueError(f"--input-size must be HxW in pixels: {exc}") from None
         from dtp_stereo.ros.outputs import OutputOptions
 
         options = BackendOptions(device=args.device, fp16=args.fp16, threads=args.threads,
