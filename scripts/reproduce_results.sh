@@ -129,6 +129,8 @@ $bin/python scripts/ship_model.py models/dtpnet_real_pruned.pt --name dtpnet_rea
 # synthetic test split and the real pairs against the default (not shipped: worse on small images).
 bash scripts/train_real.sh pruned_s2
 OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s2.yaml --stages eval --quiet
+$bin/python benchmarks/data_rate.py --config configs/real/pruned_s2.yaml --samples 60 \
+  --metrics models/stages/real_pruned_s2/metrics.csv --output docs/results/data-rate-pruned-s2.json
 cp runs/real_pruned_s2/eval/results.json docs/results/real-pruned-s2-eval.json
 bash scripts/eval_real.sh docs/results/real-pruned-s2 runs/real_pruned_s2/distill/best.pt \
   default=models/dtpnet_real_pruned.pt
