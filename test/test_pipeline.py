@@ -145,3 +145,29 @@ def test_student_overrides_fine_tune_a_full_head_checkpoint_with_the_fast_head(t
     assert rc == 0
     model, ckpt = load_model(run / "finetune" / "best.pt")
     assert ckpt.model_config["head"] == "fast" and model.config.head == "fast"
+
+
+def test_extra_validation_splits_are_logged_and_pick_best_on_their_mean(tiny_run, tmp_path):
+    """data.val_extra: each extra split is logged as <name>_<metric>, best.pt is picked on
+    select_epe (the mean EPE of val and the extras), and val_extra without val is refused."""
+    run = tmp_path / "extra"
+    small = "{name: synthetic, split: val, size: 2, height: 32, width: 64, max_disparity: 48}"
+    rc = main(["--config", str(TINY), "--run-dir", str(run), "--quiet", "threads=1",
+               "--stages", "finetune", f"student_model.checkpoint={tiny_run / 'prune' / 'best.pt'}",
+               f"data.val_extra={{small: {small}}}", "finetune.optim.steps=4",
+               "finetune.eval_every=2", "finetune.loss.supervision=gt", "finetune.loss.points=[]"])
+    assert rc == 0
+    with (run / "finetune" / "metrics.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "val"]
+    by_step: dict = {}
+    for r in rows:
+        by_step.setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
+    assert sorted(by_step) == [2, 4]
+    for m in by_step.values():
+        assert math.isfinite(m["small_epe"]) and m["small_epe"] != m["epe"]
+        assert m["select_epe"] == pytest.approx((m["epe"] + m["small_epe"]) / 2)
+    best_step = min(by_step, key=lambda s: by_step[s]["select_epe"])
+    best = load_checkpoint(run / "finetune" / "best.pt")
+    assert best.training_state["step"] == best_step
+    with pytest.raises(ConfigError, match="data.val_extra needs data.val"):
+        load_config(TINY, ["data.val=null", f"data.val_extra={{small: {small}}}"])

@@ -62,6 +62,9 @@ class DataCfg:
     train: DatasetCfg = field(default_factory=lambda: DatasetCfg(name="synthetic",
                                                                  split="train"))
     val: Optional[DatasetCfg] = None  # validation spec (best.pt selection); None: no val
+    # more validation splits by name (e.g. a smaller size with small disparities): each is
+    # reported as ``<name>_epe`` etc., and best.pt is picked on the mean EPE of val and these
+    val_extra: Dict[str, DatasetCfg] = field(default_factory=dict)
     test: Optional[DatasetCfg] = None  # test spec for the eval stage; None: use val
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     val_samples: int = 8  # validation images per evaluation (first N of the split)
@@ -70,6 +73,11 @@ class DataCfg:
     def __post_init__(self) -> None:  # plain dicts (built in code) become DatasetCfg
         for name in ("train", "val", "test"):
             object.__setattr__(self, name, _dataset(getattr(self, name)))
+        object.__setattr__(self, "val_extra",
+                           {str(k): _dataset(v) for k, v in (self.val_extra or {}).items()})
+        if self.val_extra and self.val is None:
+            raise ConfigError("data.val_extra needs data.val: the extra validation splits "
+                              "add to the main one")
 
 
 @dataclass(frozen=True)

@@ -148,9 +148,28 @@ def _needs_teacher(stage: StageCfg) -> bool:
 
 
 def _validator(cfg: PipelineCfg, val) -> Optional[Any]:
+    """The trainer's validation: metrics on ``val`` (its first ``data.val_samples`` images) and,
+    with ``data.val_extra``, each extra split's as ``<name>_<metric>`` plus ``select_epe``, the
+    mean EPE over all the splits (pixels), on which the trainer picks best.pt."""
     if val is None:
         return None
-    return lambda model: evaluation.evaluate_model(model, val, cfg.data.val_samples, cfg.device)
+    from training.data.datasets import build_dataset
+
+    extra = {name: build_dataset(spec.spec()) for name, spec in cfg.data.val_extra.items()}
+
+    def validate(model: nn.Module) -> Dict[str, Any]:
+        metrics = evaluation.evaluate_model(model, val, cfg.data.val_samples, cfg.device)
+        if not extra:
+            return metrics
+        epes = [metrics["epe"]]
+        for name, dataset in extra.items():
+            more = evaluation.evaluate_model(model, dataset, cfg.data.val_samples, cfg.device)
+            metrics.update({f"{name}_{k}": v for k, v in more.items()})
+            epes.append(more["epe"])
+        metrics["select_epe"] = sum(epes) / len(epes)
+        return metrics
+
+    return validate
 
 
 def _train(cfg: PipelineCfg, name: str, distiller: Distiller, model_name: str, stage: StageCfg,

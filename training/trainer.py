@@ -379,8 +379,9 @@ def train_stage(run: StageRun, cfg: StageCfg, *, resume: bool = False,
         metrics = run.validate(d.student)
         validated_step = step
         log.log(step, step // spe, "val", metrics)
-        if metrics.get("epe", math.inf) < best:
-            best = metrics["epe"]
+        selected = metrics.get("select_epe", metrics.get("epe", math.inf))  # see _validator
+        if selected < best:
+            best = selected
             checkpoint(best_path)
 
     try:
