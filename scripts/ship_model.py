@@ -5,8 +5,9 @@ names the run, the eval results and the command, and writes ``models/NAME.json``
 parameters, MACs at the eval size, test-split metrics).
 
 Optional card sections: ``--speed`` (a ``benchmarks/sgbm_speed.py`` JSON), ``--stage-dirs``
-(the training stage folders this model came through: steps, batch, samples and crop size from
-each stage's config, wall-clock hours from its TensorBoard events) and ``--real``
+(the training stage folders this model came through: steps, batch, samples, pixels and crop size
+from each stage's config, wall-clock hours from its TensorBoard events; ``--inherit-training``
+puts a parent card's stages first) and ``--real``
 (``dtp-stereo eval --with-sgbm`` JSONs on real pairs: this model's EPE / bad-2 per pair next to
 SGBM's, same run). ``--refresh`` replaces only the speed / real-pair sections of an existing
 card (after a re-measurement), leaving the checkpoint as it is.
@@ -26,18 +27,37 @@ from dtp_stereo.checkpoint import load_model, save_checkpoint
 from dtp_stereo.complexity import count_macs, count_parameters
 
 
-def stage_summary(stage_dir: Path) -> Dict[str, Any]:
-    """Steps, batch, samples, crop and wall-clock hours of one finished (or cut) stage folder."""
+def _metrics_rows(stage_dir: Path) -> List[Dict[str, str]]:
+    """The train rows of a stage's metrics.csv (step, epoch, split, name, value); [] if none."""
+    import csv
+
+    path = stage_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open() as fh:
+        return [r for r in csv.DictReader(fh) if r.get("split") == "train"]
+
+
+def stage_summary(stage_dir: Path, config: Optional[Path] = None) -> Dict[str, Any]:
+    """Steps, batch, samples, pixels, crop and wall-clock hours of one finished (or cut) stage.
+
+    ``stage_dir`` is a run's stage folder (``runs/<run>/<stage>``, config in ``../config.yaml``,
+    wall-clock hours from its TensorBoard events) or a committed copy such as
+    ``models/stages/real_pruned_s2`` with ``config`` naming its YAML: steps then come from its
+    metrics.csv and, without TensorBoard events, the hours are estimated from the logged
+    samples/s (``wall_hours_estimated``: the pauses between steps are not in it)."""
     import yaml
 
     summary: Dict[str, Any] = {"stage_dir": str(stage_dir)}
-    cfg_path = stage_dir.parent / "config.yaml"
+    cfg_path = config or stage_dir.parent / "config.yaml"
     if cfg_path.exists():
         cfg = yaml.safe_load(cfg_path.read_text())
-        stage = cfg.get(stage_dir.name, {})
+        name = stage_dir.name if stage_dir.name in cfg else "distill"
+        stage = cfg.get(name, {})
         optim = stage.get("optim", {})
         train = cfg.get("data", {}).get("train", {})
-        summary.update(planned_steps=optim.get("steps"), batch_size=optim.get("batch_size"),
+        summary.update(config=str(cfg_path), planned_steps=optim.get("steps"),
+                       batch_size=optim.get("batch_size"),
                        lr=optim.get("lr"), data={k: train.get(k) for k in
                                                  ("name", "fresh", "height", "width",
                                                   "max_disparity", "seed")},
@@ -46,16 +66,47 @@ def stage_summary(stage_dir: Path) -> Dict[str, Any]:
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+        if not (stage_dir / "tb").is_dir():  # a committed copy keeps no events
+            raise FileNotFoundError(stage_dir / "tb")
         acc = EventAccumulator(str(stage_dir / "tb"))
         acc.Reload()
         loss = acc.Scalars("train/loss")
         summary["steps_done"] = int(loss[-1].step)
         summary["wall_hours"] = round((loss[-1].wall_time - loss[0].wall_time) / 3600.0, 3)
-        if summary.get("batch_size"):
-            summary["samples_seen"] = summary["steps_done"] * int(summary["batch_size"])
     except (ImportError, KeyError, IndexError, OSError):
-        pass
+        rows = _metrics_rows(stage_dir)
+        if rows:
+            summary["steps_done"] = max(int(r["step"]) for r in rows)
+            rates = sorted(float(r["value"]) for r in rows if r["name"] == "samples_per_s")
+            if rates and summary.get("batch_size"):
+                median = rates[len(rates) // 2]
+                summary["wall_hours_estimated"] = round(
+                    summary["steps_done"] * int(summary["batch_size"]) / median / 3600.0, 3)
+    if summary.get("batch_size") and "steps_done" in summary:
+        summary["samples_seen"] = summary["steps_done"] * int(summary["batch_size"])
+        if summary.get("crop"):
+            h, w = summary["crop"]
+            summary["pixels_seen"] = summary["samples_seen"] * int(h) * int(w)
     return summary
+
+
+def training_summary(specs: List[str], inherit: Optional[str]) -> Dict[str, Any]:
+    """The card's training sections: the ``inherit`` card's stages (the parent's lineage) then
+    one :func:`stage_summary` per spec ``DIR`` or ``DIR=CONFIG.yaml``; totals of hours (measured
+    or estimated), CPU core-hours (2 busy cores) and pixels seen."""
+    stages: List[Dict[str, Any]] = []
+    if inherit:
+        stages += list(json.loads(Path(inherit).read_text()).get("training", []))
+    for spec in specs:
+        folder, _, config = spec.partition("=")
+        stages.append(stage_summary(Path(folder), Path(config) if config else None))
+    for s in stages:  # older cards have no pixel counts
+        if "pixels_seen" not in s and s.get("samples_seen") and s.get("crop"):
+            s["pixels_seen"] = int(s["samples_seen"]) * int(s["crop"][0]) * int(s["crop"][1])
+    hours = sum(s.get("wall_hours") or s.get("wall_hours_estimated") or 0.0 for s in stages)
+    return {"training": stages, "training_wall_hours": round(hours, 3),
+            "training_cpu_core_hours": round(2 * hours, 3),
+            "training_pixels_seen": sum(int(s.get("pixels_seen") or 0) for s in stages)}
 
 
 def real_summary(paths: List[str], label: str = "student") -> List[Dict[str, Any]]:
@@ -118,7 +169,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--name", required=True, help="file stem under models/")
     p.add_argument("--out-dir", default="models", help="output folder (default models/)")
     p.add_argument("--stage-dirs", nargs="*", default=[],
-                   help="training stage folders this model came through (card: training)")
+                   help="training stage folders this model came through (card: training): "
+                        "DIR (a run's stage folder) or DIR=CONFIG.yaml (a committed copy)")
+    p.add_argument("--inherit-training", default=None,
+                   help="a card whose training stages come first (the parent's lineage)")
     p.add_argument("--real", nargs="*", default=[],
                    help="dtp-stereo eval --with-sgbm JSONs on real pairs (card: real_pairs)")
     p.add_argument("--speed", default=None,
@@ -155,11 +209,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     if args.description:
         card["description"] = args.description
-    if args.stage_dirs:
-        card["training"] = [stage_summary(Path(d)) for d in args.stage_dirs]
-        hours = sum(t.get("wall_hours") or 0.0 for t in card["training"])
-        card["training_wall_hours"] = round(hours, 3)
-        card["training_cpu_core_hours"] = round(2 * hours, 3)  # 2-core machine, both busy
+    if args.stage_dirs or args.inherit_training:
+        card.update(training_summary(args.stage_dirs, args.inherit_training))
     if args.real:
         card["real_pairs"] = real_summary(args.real)
     if args.speed:

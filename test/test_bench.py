@@ -218,6 +218,39 @@ def test_ship_model_refresh_replaces_only_the_speed_section(tmp_path):
                       "--speed", str(speed)]) == 2
 
 
+def test_ship_model_training_lineage_from_a_parent_card_and_a_committed_stage(tmp_path):
+    """--inherit-training puts the parent card's stages first; a committed stage folder
+    (metrics.csv, no TensorBoard) with its config gives steps from the CSV, samples, pixels and
+    hours estimated from the median logged samples/s; the totals add both."""
+    spec = importlib.util.spec_from_file_location(
+        "ship_model", Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    parent = tmp_path / "parent.json"
+    parent.write_text(json.dumps({"training": [
+        {"stage_dir": "runs/a/distill", "samples_seen": 100, "crop": [128, 256],
+         "wall_hours": 1.0}]}))
+    stage = tmp_path / "real_x"
+    stage.mkdir()
+    rows = ["step,epoch,split,name,value"]
+    for step, rate in ((10, 2.0), (20, 4.0), (30, 4.0)):
+        rows += [f"{step},0,train,loss,1.0", f"{step},0,train,samples_per_s,{rate}"]
+    rows.append("30,0,val,epe,2.5")
+    (stage / "metrics.csv").write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("data:\n  train: {name: synthetic, augment: {crop_size: [256, 512]}}\n"
+                   "distill:\n  optim: {steps: 100, batch_size: 8, lr: 0.001}\n"
+                   "  loss: {supervision: gt}\n")
+    got = ship.training_summary([f"{stage}={cfg}"], str(parent))
+    first, second = got["training"]
+    assert first["pixels_seen"] == 100 * 128 * 256
+    assert second["steps_done"] == 30 and second["samples_seen"] == 240
+    assert second["pixels_seen"] == 240 * 256 * 512 and second["planned_steps"] == 100
+    assert second["wall_hours_estimated"] == round(240 / 4.0 / 3600, 3)
+    assert got["training_pixels_seen"] == 100 * 128 * 256 + 240 * 256 * 512
+    assert got["training_wall_hours"] == round(1.0 + 240 / 4.0 / 3600, 3)
+
+
 def test_claims_table_reads_finished_rows_and_real_pairs(tmp_path):
     table = _load_script("claims_table")
     root = tmp_path / "claims"
