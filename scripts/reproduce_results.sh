@@ -137,6 +137,28 @@ bash scripts/eval_real.sh docs/results/real-pruned-s2 runs/real_pruned_s2/distil
 $bin/python benchmarks/real_table.py docs/results/real-pruned-s2-x0.25.json \
   docs/results/real-pruned-s2-x0.5.json docs/results/real-pruned-s2-x1.json \
   --output docs/results/real-pruned-s2-targets.json
+# Stage 3 of the default (near and far scenes, 2800 steps, about 1.8 h; resumable), its evaluation,
+# shipping as the runtime default models/dtpnet_real_pruned_s3.pt, its speed, the main job.
+bash scripts/train_real.sh pruned_s3
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s3.yaml --stages eval --quiet
+cp runs/real_pruned_s3/eval/results.json docs/results/real-pruned-s3-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s3 runs/real_pruned_s3/distill/best.pt \
+  default=models/dtpnet_real_pruned.pt pruned_s2=models/stages/real_pruned_s2/best.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s3-x0.25.json \
+  docs/results/real-pruned-s3-x0.5.json docs/results/real-pruned-s3-x1.json \
+  --output docs/results/real-pruned-s3-targets.json
+$bin/python scripts/ship_model.py runs/real_pruned_s3/distill/best.pt \
+  --eval runs/real_pruned_s3/eval/results.json --stage distill --name dtpnet_real_pruned_s3 \
+  --inherit-training models/dtpnet_real_pruned.json \
+  --stage-dirs models/stages/real_pruned_s2=configs/real/pruned_s2.yaml \
+  runs/real_pruned_s3/distill=configs/real/pruned_s3.yaml \
+  --real docs/results/real-pruned-s3-x0.25.json docs/results/real-pruned-s3-x0.5.json \
+  docs/results/real-pruned-s3-x1.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s3=models/dtpnet_real_pruned_s3.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s3.json
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned_s3.pt --name dtpnet_real_pruned_s3 --refresh \
+  --speed docs/results/sgbm-speed-640x480-pruned-s3.json
+bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 \

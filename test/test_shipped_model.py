@@ -1,5 +1,6 @@
-"""The shipped students: the runtime default (models/dtpnet_real_pruned.pt, the real-scene
-recipe's D = 192 student distilled then pruned; models/dtpnet_real.pt is its unpruned parent,
+"""The shipped students: the runtime default (models/dtpnet_real_pruned_s3.pt, the real-scene
+recipe's D = 192 student distilled then pruned, then trained on at 256x512;
+models/dtpnet_real_pruned.pt is the same widths before that; models/dtpnet_real.pt is the unpruned parent,
 models/dtpnet_real_s2.pt the parent's cut-off stage 2) and the earlier D = 64 students,
 kept as named operating points. They load safely, are the DTPnet they claim to be, and work on
 synthetic and (when installed) real pairs."""
@@ -17,7 +18,7 @@ from dtp_stereo.metrics import stereo_metrics, valid_mask
 
 
 def test_the_default_is_the_pruned_real_scene_student():
-    assert default_model_path().name == "dtpnet_real_pruned.pt"
+    assert default_model_path().name == "dtpnet_real_pruned_s3.pt"
     model, ckpt = load_model(default_model_path())
     assert ckpt.model_config["head"] == "fast" and ckpt.max_disparity == 192
     parent, _ = load_model(resolve_model("real_s1"))  # the larger operating point
@@ -26,9 +27,13 @@ def test_the_default_is_the_pruned_real_scene_student():
     _, s2 = load_model(resolve_model("real_s2"))
     assert tuple(s2.model_config["refine"]) == (16, 16, 16)
     card = json.loads(default_model_path().with_suffix(".json").read_text())
-    # fresh scenes, never repeated: stage 1 (64k) then the pruned fine-tune (72k)
-    assert [t["samples_seen"] for t in card["training"]] == [64_000, 72_000]
+    # fresh scenes, never repeated: stage 1 (64k), the pruned fine-tune (72k) at 128x256, then
+    # pruned_s2 (16k logged) and pruned_s3 (22.4k) at 256x512
+    assert [t["samples_seen"] for t in card["training"]] == [64_000, 72_000, 16_240, 22_400]
+    assert [tuple(t["crop"]) for t in card["training"]][2:] == [(256, 512)] * 2
     assert card["speed"]["ms_per_frame"] > 0 and card["real_pairs"]
+    previous = load_model(resolve_model("real_pruned"))[0]  # the same widths, other weights
+    assert previous.config == model.config
     for name in OPERATING_POINTS:
         assert resolve_model(name).is_file()
 
@@ -51,6 +56,7 @@ def _synthetic_epe(model, h, w, max_disp, n=3):
 
 
 @pytest.mark.parametrize("name,max_params,size,max_disp", [
+    ("dtpnet_real_pruned_s3.pt", 300_000, (128, 256), 192),
     ("dtpnet_real_pruned.pt", 300_000, (128, 256), 192),
     ("dtpnet_real_s2.pt", 700_000, (128, 256), 192),
     ("dtpnet_real.pt", 700_000, (128, 256), 192),
@@ -65,8 +71,8 @@ def test_shipped_student_loads_and_beats_a_constant_predictor(torch_one_thread, 
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
     epe, constant = _synthetic_epe(model, *size, max_disp)
-    # docs/results.md: test-split EPE 3.07 / 3.08 / 3.14 px (dtpnet_real_pruned / _s2 /
-    # dtpnet_real, 256x512),
+    # docs/results.md: test-split EPE 2.68 / 3.07 / 3.08 / 3.14 px (dtpnet_real_pruned_s3 /
+    # dtpnet_real_pruned / _s2 / dtpnet_real, 256x512),
     # 2.59 / 3.21 px (D = 64 students, 128x256); a per-image median predictor is much worse
     assert epe < 0.75 * constant
 
