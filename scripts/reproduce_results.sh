@@ -160,6 +160,9 @@ $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s3.pt --name dtpnet_
   --speed docs/results/sgbm-speed-640x480-pruned-s3.json
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM.
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
+  --output docs/results/adapt-real-pruned-s3.json
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 \
   --output docs/results/adapt-real.json
