@@ -6,8 +6,9 @@ from typing import Dict, List, Union
 
 # The runtime default: the real-scene recipe's student, distilled then pruned (D = 192, fast
 # head, 0.30 M parameters), then trained on at 256x512 (stages pruned_s2 and pruned_s3;
-# docs/results.md, "Real scenes"); its unpruned parent is the larger operating point real_s1. models/dtpnet_pruned*.pt are the earlier D = 64 students (claim 4 and
-# an earlier default), kept as named operating points.
+# docs/results.md, "Real scenes"); its unpruned parent is the larger operating point real_s1.
+# models/dtpnet_pruned*.pt are the earlier D = 64 students (claim 4 and an earlier default),
+# kept as named operating points.
 DEFAULT_MODEL_NAME = "dtpnet_real_pruned_s3.pt"
 PACKAGE = "dtp_stereo"
 

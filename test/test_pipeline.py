@@ -153,7 +153,8 @@ def test_extra_validation_splits_are_logged_and_pick_best_on_their_mean(tiny_run
     run = tmp_path / "extra"
     small = "{name: synthetic, split: val, size: 2, height: 32, width: 64, max_disparity: 48}"
     rc = main(["--config", str(TINY), "--run-dir", str(run), "--quiet", "threads=1",
-               "--stages", "finetune", f"student_model.checkpoint={tiny_run / 'prune' / 'best.pt'}",
+               "--stages", "finetune",
+               f"student_model.checkpoint={tiny_run / 'prune' / 'best.pt'}",
                f"data.val_extra={{small: {small}}}", "finetune.optim.steps=4",
                "finetune.eval_every=2", "finetune.loss.supervision=gt", "finetune.loss.points=[]"])
     assert rc == 0
