@@ -2,8 +2,8 @@
 recipe's D = 192 student distilled then pruned, then trained on at 256x512;
 models/dtpnet_real_pruned.pt is the same widths before that; models/dtpnet_real.pt is the
 unpruned parent, models/dtpnet_real_s2.pt the parent's cut-off stage 2) and the earlier
-D = 64 students, kept as named operating points. They load safely, are the DTPnet they claim to be, and work on
-synthetic and (when installed) real pairs."""
+D = 64 students, kept as named operating points. They load safely, are the DTPnet they
+claim to be, and work on synthetic and (when installed) real pairs."""
 
 import json
 
