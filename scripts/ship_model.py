@@ -27,15 +27,11 @@ from dtp_stereo.checkpoint import load_model, save_checkpoint
 from dtp_stereo.complexity import count_macs, count_parameters
 
 
-def _metrics_rows(stage_dir: Path) -> List[Dict[str, str]]:
-    """The train rows of a stage's metrics.csv (step, epoch, split, name, value); [] if none."""
-    import csv
-
-    path = stage_dir / "metrics.csv"
-    if not path.is_file():
-        return []
-    with path.open() as fh:
-        return [r for r in csv.DictReader(fh) if r.get("split") == "train"]
+def _add_pixels_seen(stage: Dict[str, Any]) -> None:
+    """``pixels_seen`` = samples seen × crop height × width, where both are known."""
+    if stage.get("samples_seen") and stage.get("crop"):
+        h, w = stage["crop"]
+        stage["pixels_seen"] = int(stage["samples_seen"]) * int(h) * int(w)
 
 
 def stage_summary(stage_dir: Path, config: Optional[Path] = None) -> Dict[str, Any]:
@@ -74,19 +70,21 @@ def stage_summary(stage_dir: Path, config: Optional[Path] = None) -> Dict[str, A
         summary["steps_done"] = int(loss[-1].step)
         summary["wall_hours"] = round((loss[-1].wall_time - loss[0].wall_time) / 3600.0, 3)
     except (ImportError, KeyError, IndexError, OSError):
-        rows = _metrics_rows(stage_dir)
-        if rows:
-            summary["steps_done"] = max(int(r["step"]) for r in rows)
-            rates = sorted(float(r["value"]) for r in rows if r["name"] == "samples_per_s")
+        from training.plots import read_metrics
+
+        series = read_metrics(stage_dir / "metrics.csv") if \
+            (stage_dir / "metrics.csv").is_file() else {}
+        train = [pt for (split, _), pts in series.items() if split == "train" for pt in pts]
+        if train:
+            summary["steps_done"] = max(step for step, _ in train)
+            rates = sorted(v for _, v in series.get(("train", "samples_per_s"), []))
             if rates and summary.get("batch_size"):
                 median = rates[len(rates) // 2]
                 summary["wall_hours_estimated"] = round(
                     summary["steps_done"] * int(summary["batch_size"]) / median / 3600.0, 3)
     if summary.get("batch_size") and "steps_done" in summary:
         summary["samples_seen"] = summary["steps_done"] * int(summary["batch_size"])
-        if summary.get("crop"):
-            h, w = summary["crop"]
-            summary["pixels_seen"] = summary["samples_seen"] * int(h) * int(w)
+        _add_pixels_seen(summary)
     return summary
 
 
@@ -101,8 +99,8 @@ def training_summary(specs: List[str], inherit: Optional[str]) -> Dict[str, Any]
         folder, _, config = spec.partition("=")
         stages.append(stage_summary(Path(folder), Path(config) if config else None))
     for s in stages:  # older cards have no pixel counts
-        if "pixels_seen" not in s and s.get("samples_seen") and s.get("crop"):
-            s["pixels_seen"] = int(s["samples_seen"]) * int(s["crop"][0]) * int(s["crop"][1])
+        if "pixels_seen" not in s:
+            _add_pixels_seen(s)
     hours = sum(s.get("wall_hours") or s.get("wall_hours_estimated") or 0.0 for s in stages)
     return {"training": stages, "training_wall_hours": round(hours, 3),
             "training_cpu_core_hours": round(2 * hours, 3),
