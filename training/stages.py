@@ -274,8 +274,8 @@ def stage_prune(cfg: PipelineCfg, resume: bool = False,
         _LOG.info("prune step %d: fine-tune loss %.4g -> %.4g", step + 1, losses[0], losses[-1])
 
     result = prune_model(student, example, cfg.prune, finetune, model_name=name)
-    metrics = (evaluation.evaluate_model(result.model, val, cfg.data.val_samples, cfg.device)
-               if val is not None else {})
+    validate = _validator(cfg, val)  # the trainer's validation, data.val_extra included
+    metrics = validate(result.model) if validate is not None else {}
     summary = result.summary()
     summary.update(stage="prune", parent=str(parent), val=metrics,
                    config=dataclasses.asdict(result.config))
