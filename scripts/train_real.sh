@@ -5,7 +5,9 @@
 # s1 and s2 are the student's training stages (configs/real/student_<stage>.yaml, pipeline stage
 # "distill"); pruned_s2 continues the pruned default at 256x512 (configs/real/pruned_s2.yaml,
 # pipeline stage "distill"); pruned_s3 continues pruned_s2's weights with near and far scenes
-# (configs/real/pruned_s3.yaml, pipeline stage "distill"); prune is distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
+# (configs/real/pruned_s3.yaml, pipeline stage "distill"); pruned_s4 continues pruned_s3 with
+# a second, 128x256 validation split (configs/real/pruned_s4.yaml, "distill"); prune is
+# distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
 # pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped);
 # claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
 # overrides below; rows gt, l1, kl, both, pruned, photo, single, scratch, norm, corr32), kept in
@@ -17,7 +19,7 @@
 # (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|prune|claims-ROW [--save | dtp-train args]}
+stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|prune|claims-ROW [--save | dtp-train args]}
 shift
 runs=$root/runs/real_$stage
 keep=$root/models/stages/real_$stage
@@ -26,7 +28,7 @@ l1_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quart
 kl_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: kl, weight: 1.0}]'
 case $stage in
   s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
-  pruned_s2|pruned_s3) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
+  pruned_s2|pruned_s3|pruned_s4) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
   prune) cfg=$root/configs/real/prune_s1.yaml; steps="prune finetune eval export" ;;
   claims-*)
     row=${stage#claims-}
@@ -48,7 +50,7 @@ case $stage in
            "single, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
-  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, prune or claims-<row>)" >&2; exit 2 ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, prune or claims-<row>)" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
 files="last.pt best.pt metrics.csv summary.json results.json export.json"
