@@ -5,6 +5,8 @@ losses are right, the output is an ordinary checkpoint of the same widths with t
 its provenance, bad input is named); what adaptation buys on real pairs is a benchmark.
 """
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -215,3 +217,30 @@ def test_adapt_benchmark_variants_are_typed_and_checked():
         parse_variant("x:nonsense=1")
     with pytest.raises(AdaptError):  # no loss left to teach the scene: refused before any run
         parse_variant("x:proxy=none,photometric_weight=0")
+
+
+def test_cosine_schedule_and_unlabelled_anchor(student, tmp_path):
+    """lr_schedule=cosine decays from lr to 0 over the steps; anchor_on=unlabelled anchors only
+    the pixels without a proxy label, so it differs from the all-pixel anchor; bad names are
+    refused."""
+    from training.adapt import learning_rate
+
+    cfg = AdaptCfg(steps=4, lr=1e-3, lr_schedule="cosine")
+    lrs = [learning_rate(cfg, s) for s in range(4)]
+    assert lrs == pytest.approx([1e-3, 8.5355e-4, 5e-4, 1.4645e-4], rel=1e-4)
+    assert learning_rate(AdaptCfg(lr=1e-3), 3) == 1e-3
+    pairs = load_folder_pairs(_write_pairs(tmp_path / "pairs", n=2))
+    anchors = {}
+    for where in ("all", "unlabelled"):
+        # two steps: at the first the network still equals the anchor, so the anchor loss is 0
+        cfg = AdaptCfg(steps=2, batch_size=1, crop=(64, 96), anchor_on=where,
+                       synthetic_weight=0.0, lr_schedule="cosine", log_every=1)
+        summary = adapt(student, pairs, tmp_path / f"{where}.pt", cfg, progress=False,
+                        tensorboard=False)
+        anchors[where] = summary["final_losses"]["anchor"]
+    assert all(math.isfinite(v) and v > 0 for v in anchors.values())
+    assert anchors["all"] != anchors["unlabelled"]
+    with pytest.raises(AdaptError, match="lr_schedule"):
+        AdaptCfg(lr_schedule="linear")
+    with pytest.raises(AdaptError, match="anchor_on"):
+        AdaptCfg(anchor_on="some")

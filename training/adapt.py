@@ -49,9 +49,9 @@ from dtp_stereo.files import atomic_path
 from dtp_stereo.preprocess import image_to_tensor
 from training.losses import disparity_loss
 
-__all__ = ["AdaptCfg", "AdaptError", "StereoPairs", "adapt", "load_bag_pairs",
-           "load_folder_pairs", "photometric_loss", "proxy_labels", "smoothness_loss",
-           "warp_right_to_left"]
+__all__ = ["AdaptCfg", "AdaptError", "StereoPairs", "adapt", "learning_rate",
+           "load_bag_pairs", "load_folder_pairs", "photometric_loss", "proxy_labels",
+           "smoothness_loss", "warp_right_to_left"]
 
 _LOG = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -66,7 +66,8 @@ class AdaptCfg:
     """Settings of one adaptation run (defaults work without tuning)."""
 
     steps: int = 300  # optimisation steps
-    lr: float = 1.5e-4  # AdamW learning rate (constant)
+    lr: float = 1.5e-4  # AdamW learning rate (peak of the schedule)
+    lr_schedule: str = "constant"  # "constant", or "cosine": lr·(1 + cos(π·step/steps))/2
     batch_size: int = 2  # crops per step
     crop: Tuple[int, int] = (256, 320)  # (H, W) of the random crops, pixels (smaller: whole)
     max_width: int = 640  # images wider than this are scaled down first (aspect kept), px
@@ -75,6 +76,9 @@ class AdaptCfg:
     photometric_weight: float = 1.0
     smoothness_weight: float = 0.1
     anchor_weight: float = 0.25  # L1 to the frozen starting model (anti-forgetting)
+    # "all" pixels, or only those without a confident proxy label ("unlabelled"), so that the
+    # anchor holds the network where nothing else teaches it and never pulls against the proxy
+    anchor_on: str = "all"
     synthetic_weight: float = 1.0  # supervised loss on fresh synthetic scenes (replay); 0 = off
     lr_check_px: float = 1.0  # left-right consistency of the SGBM labels, pixels
     # SGBM search range of the proxies, pixels; 0 = fitted per pair: 1.25 x the 99th percentile
@@ -89,6 +93,12 @@ class AdaptCfg:
     def __post_init__(self) -> None:
         if self.proxy not in ("sgbm", "none"):
             raise AdaptError(f"adapt: proxy must be sgbm or none, got {self.proxy!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise AdaptError(f"adapt: lr_schedule must be constant or cosine, got "
+                             f"{self.lr_schedule!r}")
+        if self.anchor_on not in ("all", "unlabelled"):
+            raise AdaptError(f"adapt: anchor_on must be all or unlabelled, got "
+                             f"{self.anchor_on!r}")
         weights = (self.proxy_weight, self.photometric_weight, self.smoothness_weight,
                    self.anchor_weight, self.synthetic_weight)
         if min(weights) < 0 or (self.proxy_weight if self.proxy == "sgbm" else 0) \
@@ -332,6 +342,13 @@ def _proxy_range(cfg: AdaptCfg, reference: nn.Module, left: np.ndarray, right: n
     return int(min(d_max, max(16, -(-high // 16) * 16)))
 
 
+def learning_rate(cfg: AdaptCfg, step: int) -> float:
+    """The learning rate of optimisation step ``step`` (0-based) of ``cfg.steps``."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
+    return cfg.lr
+
+
 def _state_path(output: Path) -> Path:
     return output.with_name(output.name + ".adapt_state.pt")
 
@@ -424,7 +441,12 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
             if cfg.anchor_weight > 0:
                 with torch.no_grad():
                     anchor = reference(left, right).disparity
-                terms["anchor"] = (pred - anchor).abs().mean()
+                if cfg.anchor_on == "unlabelled" and proxies is not None:
+                    free = 1.0 - conf
+                    terms["anchor"] = ((pred - anchor).abs() * free).sum() \
+                        / free.sum().clamp(min=1.0)
+                else:
+                    terms["anchor"] = (pred - anchor).abs().mean()
             if replay is not None:  # scenes indexed by step: resumes stay exact
                 scenes = [replay.sample(step * cfg.batch_size + i) for i in range(cfg.batch_size)]
                 s_left = torch.cat([image_to_tensor(sc["left"]) for sc in scenes])
@@ -436,6 +458,8 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
                        "smoothness": cfg.smoothness_weight, "anchor": cfg.anchor_weight,
                        "synthetic": cfg.synthetic_weight}
             loss = sum(weights[k] * v for k, v in terms.items())
+            for group in optimizer.param_groups:  # set per step: resumes stay exact
+                group["lr"] = learning_rate(cfg, step)
             optimizer.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 loss.backward()

@@ -122,6 +122,8 @@ def _adapt_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a cut run of these settings")
     p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (%(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (%(default)s)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
+                   help="constant, or cosine decay from --lr to 0 over --steps (%(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(%(default)s)")
     p.add_argument("--crop", default=f"{d.crop[0]}x{d.crop[1]}", help="HxW crops (%(default)s)")
     p.add_argument("--max-width", type=int, default=d.max_width,
@@ -131,6 +133,8 @@ def _adapt_parser() -> argparse.ArgumentParser:
     for name in ("proxy", "photometric", "smoothness", "anchor", "synthetic"):
         p.add_argument(f"--{name}-weight", type=float, default=getattr(d, f"{name}_weight"),
                        help=f"weight of the {name} loss, 0 = off (%(default)s)")
+    p.add_argument("--anchor-on", choices=("all", "unlabelled"), default=d.anchor_on,
+                   help="anchor every pixel, or only those without a proxy label (%(default)s)")
     p.add_argument("--lr-check-px", type=float, default=d.lr_check_px,
                    help="left-right consistency of the proxy labels, px (%(default)s)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -151,11 +155,12 @@ def _adapt(argv: Sequence[str]) -> int:
 
     args = _adapt_parser().parse_args(argv)
     try:
-        cfg = AdaptCfg(steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+        cfg = AdaptCfg(steps=args.steps, lr=args.lr, lr_schedule=args.lr_schedule,
+                       batch_size=args.batch_size,
                        crop=parse_size(args.crop), max_width=args.max_width, proxy=args.proxy,
                        proxy_weight=args.proxy_weight, photometric_weight=args.photometric_weight,
                        smoothness_weight=args.smoothness_weight,
-                       anchor_weight=args.anchor_weight,
+                       anchor_weight=args.anchor_weight, anchor_on=args.anchor_on,
                        synthetic_weight=args.synthetic_weight, lr_check_px=args.lr_check_px,
                        seed=args.seed)
         checkpoint = resolve_model(args.checkpoint)
