@@ -34,8 +34,13 @@ def _add_pixels_seen(stage: Dict[str, Any]) -> None:
         stage["pixels_seen"] = int(stage["samples_seen"]) * int(h) * int(w)
 
 
-def stage_summary(stage_dir: Path, config: Optional[Path] = None) -> Dict[str, Any]:
+def stage_summary(stage_dir: Path, config: Optional[Path] = None,
+                  steps_used: Optional[int] = None) -> Dict[str, Any]:
     """Steps, batch, samples, pixels, crop and wall-clock hours of one finished (or cut) stage.
+
+    ``steps_used``: the step whose weights went on (a stage's best.pt before its last step, which
+    the next stage or the shipped file continued from); samples and pixels count up to it, while
+    ``steps_done`` and the hours keep what the stage ran.
 
     ``stage_dir`` is a run's stage folder (``runs/<run>/<stage>``, config in ``../config.yaml``,
     wall-clock hours from its TensorBoard events) or a committed copy such as
@@ -82,22 +87,28 @@ def stage_summary(stage_dir: Path, config: Optional[Path] = None) -> Dict[str, A
                 median = rates[len(rates) // 2]
                 summary["wall_hours_estimated"] = round(
                     summary["steps_done"] * int(summary["batch_size"]) / median / 3600.0, 3)
+    if steps_used is not None:
+        summary["steps_used"] = int(steps_used)
     if summary.get("batch_size") and "steps_done" in summary:
-        summary["samples_seen"] = summary["steps_done"] * int(summary["batch_size"])
+        summary["samples_seen"] = summary.get("steps_used", summary["steps_done"]) \
+            * int(summary["batch_size"])
         _add_pixels_seen(summary)
     return summary
 
 
 def training_summary(specs: List[str], inherit: Optional[str]) -> Dict[str, Any]:
     """The card's training sections: the ``inherit`` card's stages (the parent's lineage) then
-    one :func:`stage_summary` per spec ``DIR`` or ``DIR=CONFIG.yaml``; totals of hours (measured
-    or estimated), CPU core-hours (2 busy cores) and pixels seen."""
+    one :func:`stage_summary` per spec ``DIR`` or ``DIR=CONFIG.yaml``, either with ``@STEP`` when
+    the weights that went on are step STEP's; totals of hours (measured or estimated), CPU
+    core-hours (2 busy cores) and pixels seen."""
     stages: List[Dict[str, Any]] = []
     if inherit:
         stages += list(json.loads(Path(inherit).read_text()).get("training", []))
     for spec in specs:
+        spec, _, step = spec.partition("@")
         folder, _, config = spec.partition("=")
-        stages.append(stage_summary(Path(folder), Path(config) if config else None))
+        stages.append(stage_summary(Path(folder), Path(config) if config else None,
+                                    int(step) if step else None))
     for s in stages:  # older cards have no pixel counts
         if "pixels_seen" not in s:
             _add_pixels_seen(s)
@@ -168,7 +179,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out-dir", default="models", help="output folder (default models/)")
     p.add_argument("--stage-dirs", nargs="*", default=[],
                    help="training stage folders this model came through (card: training): "
-                        "DIR (a run's stage folder) or DIR=CONFIG.yaml (a committed copy)")
+                        "DIR (a run's stage folder) or DIR=CONFIG.yaml (a committed copy), "
+                        "either with @STEP when the weights passed on were step STEP's "
+                        "(a best.pt before the stage's last step)")
     p.add_argument("--inherit-training", default=None,
                    help="a card whose training stages come first (the parent's lineage)")
     p.add_argument("--real", nargs="*", default=[],

@@ -221,7 +221,8 @@ def test_ship_model_refresh_replaces_only_the_speed_section(tmp_path):
 def test_ship_model_training_lineage_from_a_parent_card_and_a_committed_stage(tmp_path):
     """--inherit-training puts the parent card's stages first; a committed stage folder
     (metrics.csv, no TensorBoard) with its config gives steps from the CSV, samples, pixels and
-    hours estimated from the median logged samples/s; the totals add both."""
+    hours estimated from the median logged samples/s; the totals add both; DIR=CONFIG@STEP
+    counts samples up to the step whose weights went on."""
     spec = importlib.util.spec_from_file_location(
         "ship_model", Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py")
     ship = importlib.util.module_from_spec(spec)
@@ -249,6 +250,12 @@ def test_ship_model_training_lineage_from_a_parent_card_and_a_committed_stage(tm
     assert second["wall_hours_estimated"] == round(240 / 4.0 / 3600, 3)
     assert got["training_pixels_seen"] == 100 * 128 * 256 + 240 * 256 * 512
     assert got["training_wall_hours"] == round(1.0 + 240 / 4.0 / 3600, 3)
+    # @STEP: the weights that went on were step 20's (a best.pt): samples count to it, the hours
+    # and steps_done keep the whole stage
+    used = ship.training_summary([f"{stage}={cfg}@20"], None)["training"][0]
+    assert used["steps_used"] == 20 and used["steps_done"] == 30
+    assert used["samples_seen"] == 160 and used["pixels_seen"] == 160 * 256 * 512
+    assert used["wall_hours_estimated"] == second["wall_hours_estimated"]
 
 
 def test_claims_table_reads_finished_rows_and_real_pairs(tmp_path):
