@@ -166,6 +166,15 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.p
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 \
   --output docs/results/adapt-real.json
+# The learning-rate schedule and where the anchor acts (session 8; cosine 3e-4 became the default),
+# and how far SGBM's proxy labels can take adaptation on each pair (analysis of evaluation data).
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
+  --variant cos3e-4:lr_schedule=cosine,lr=0.0003 \
+  --variant cos3e-4_unlabelled:lr_schedule=cosine,lr=0.0003,anchor_on=unlabelled \
+  --output docs/results/adapt-ablation-cosine.json
+$bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s3.pt --threads 1 \
+  --output docs/results/adapt-proxy-quality.json
 # Which adaptation losses and settings earn their place (real pairs = validation here). These rows
 # were run with the earlier defaults (lr 5e-5, anchor 1, no replay), spelled out here since the
 # defaults changed; adapt-real-lr5e-5.json is the earlier defaults' main run (same command as above).

@@ -228,7 +228,7 @@ def test_cosine_schedule_and_unlabelled_anchor(student, tmp_path):
     cfg = AdaptCfg(steps=4, lr=1e-3, lr_schedule="cosine")
     lrs = [learning_rate(cfg, s) for s in range(4)]
     assert lrs == pytest.approx([1e-3, 8.5355e-4, 5e-4, 1.4645e-4], rel=1e-4)
-    assert learning_rate(AdaptCfg(lr=1e-3), 3) == 1e-3
+    assert learning_rate(AdaptCfg(lr=1e-3, lr_schedule="constant"), 3) == 1e-3
     pairs = load_folder_pairs(_write_pairs(tmp_path / "pairs", n=2))
     anchors = {}
     for where in ("all", "unlabelled"):

@@ -282,3 +282,21 @@ def test_claims_table_reads_finished_rows_and_real_pairs(tmp_path):
     assert rows["gt"]["real"] == {"aloe@0.5": {"epe": 2.0, "bad_2": 20.0}}
     assert rows["pruned"]["real"]["aloe@0.5"]["epe"] == 1.5 and rows["pruned"]["steps"] == 1200
     assert table.main(["--root", str(tmp_path / "none")]) == 2
+
+
+def test_proxy_quality_counts_coverage_and_the_fitted_bound():
+    """benchmarks/proxy_quality.py on a synthetic pair with exact ground truth: the SGBM labels
+    cover part of the image and are mostly right there; the bound "labels fitted where they
+    exist, the model elsewhere" is never worse than labels plus the model's uncovered errors."""
+    from dtp_stereo.data.synthetic import SyntheticStereo
+
+    quality = _load_script("proxy_quality")
+    torch.manual_seed(0)
+    model = build_model("dtpnet", **tiny_dtpnet_config(32)).eval()
+    scene = SyntheticStereo(height=64, width=128, max_disparity=24, seed=5).sample(0)
+    got = quality.pair_quality(model, scene["left"], scene["right"], scene["disparity"], 32)
+    assert 0 < got["coverage_pct"] <= 100 and got["proxy_bad2_covered"] < 50
+    cov = got["coverage_pct"] / 100
+    expected = cov * got["proxy_bad2_covered"] + (1 - cov) * got["model_bad2_uncovered"]
+    assert got["bad2_if_labels_fitted"] == pytest.approx(expected, abs=1e-6)
+    assert 0 <= got["uncovered_share_of_errors_pct"] <= 100

@@ -122,8 +122,8 @@ def _adapt_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a cut run of these settings")
     p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (%(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (%(default)s)")
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
-                   help="constant, or cosine decay from --lr to 0 over --steps (%(default)s)")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"), default=d.lr_schedule,
+                   help="cosine decay from --lr to 0 over --steps, or constant (%(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(%(default)s)")
     p.add_argument("--crop", default=f"{d.crop[0]}x{d.crop[1]}", help="HxW crops (%(default)s)")
     p.add_argument("--max-width", type=int, default=d.max_width,

@@ -1,0 +1,93 @@
+"""How good are ``dtp-train adapt``'s SGBM proxy labels on the real pairs with ground truth?
+
+For each pair (and scale): the labels that adapt would make (``training.adapt.proxy_labels`` over
+the range ``_proxy_range`` fits to the starting model), then against the ground truth: the share
+of GT pixels they cover, their EPE and bad-2 there, and the starting model's bad-2 on the covered
+and on the uncovered pixels, with the uncovered pixels' share of its errors. It bounds what the
+proxy loss can teach: a model that matched the labels exactly where they exist and stayed as it
+is elsewhere would reach ``bad2_if_labels_fitted``. An analysis of evaluation data; nothing here
+trains or picks anything.
+
+Usage (repository root; ``dtp-stereo real-pairs --out data/real`` first)::
+
+    .venv/bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s3.pt \\
+        --pairs aloe@0.25 motorcycle@0.5 --output docs/results/adapt-proxy-quality.json
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: benchmarks.adapt_real's pair loader
+    sys.path.insert(0, str(ROOT))
+
+
+def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
+                 d_max: int) -> Dict[str, float]:
+    """Proxy-label coverage and accuracy, and the model's errors on and off them (%, px)."""
+    from dtp_stereo.backends.torch_backend import TorchBackend
+    from dtp_stereo.metrics import valid_mask
+    from dtp_stereo.pipeline import StereoPipeline
+    from training.adapt import AdaptCfg, _proxy_range, proxy_labels
+
+    search = _proxy_range(AdaptCfg(), model, left, right, d_max)
+    labels, conf = proxy_labels(left, right, search)
+    valid = valid_mask(gt, d_max)
+    covered = conf.astype(bool) & valid
+    uncovered = valid & ~covered
+    pred = StereoPipeline(TorchBackend(model, fuse_bn=False))(left, right)
+    label_err, model_err = np.abs(labels - gt), np.abs(np.nan_to_num(pred, nan=-1e6) - gt)
+    bad = (model_err > 2) & valid
+    bad_if_fitted = ((label_err > 2) & covered) | (bad & uncovered)
+
+    def pct(mask: np.ndarray, of: np.ndarray) -> float:
+        return float(100.0 * mask.sum() / max(1, of.sum()))
+
+    return {"proxy_range_px": int(search), "coverage_pct": pct(covered, valid),
+            "proxy_epe_covered": float(label_err[covered].mean()) if covered.any() else None,
+            "proxy_bad2_covered": pct((label_err > 2) & covered, covered),
+            "model_bad2": pct(bad, valid), "model_bad2_covered": pct(bad & covered, covered),
+            "model_bad2_uncovered": pct(bad & uncovered, uncovered),
+            "uncovered_share_of_errors_pct": pct(bad & uncovered, bad),
+            "bad2_if_labels_fitted": pct(bad_if_fitted, valid)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import torch
+
+    from benchmarks.adapt_real import _load
+    from dtp_stereo.assets import resolve_model
+    from dtp_stereo.checkpoint import load_model
+    from dtp_stereo.tools.bench import write_report
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="default", help="starting model (name or file)")
+    p.add_argument("--pairs", nargs="+", default=["aloe@0.25", "motorcycle@0.5"],
+                   help="NAME@SCALE under --root")
+    p.add_argument("--root", type=Path, default=Path("data/real"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--output", type=Path, default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, ckpt = load_model(resolve_model(args.checkpoint))
+    model.eval()
+    rows = {}
+    for spec in args.pairs:
+        _, _, left, right, gt = _load(args.root, spec)
+        rows[spec] = pair_quality(model, left, right, gt, int(ckpt.max_disparity))
+        print(spec, {k: round(v, 2) if isinstance(v, float) else v
+                     for k, v in rows[spec].items()}, flush=True)
+    if args.output:
+        write_report(str(args.output), {"checkpoint": args.checkpoint, "pairs": rows,
+                                        "note": "analysis of evaluation data (real pairs); "
+                                                "adapt never sees the ground truth"},
+                     threads=args.threads, script="benchmarks/proxy_quality.py", argv=argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
