@@ -9,8 +9,8 @@ Optional card sections: ``--speed`` (a ``benchmarks/sgbm_speed.py`` JSON), ``--s
 from each stage's config, wall-clock hours from its TensorBoard events; ``--inherit-training``
 puts a parent card's stages first) and ``--real``
 (``dtp-stereo eval --with-sgbm`` JSONs on real pairs: this model's EPE / bad-2 per pair next to
-SGBM's, same run). ``--refresh`` replaces only the speed / real-pair sections of an existing
-card (after a re-measurement), leaving the checkpoint as it is.
+SGBM's, same run). ``--refresh`` replaces only the speed / real-pair / training sections of an
+existing card (after a re-measurement or a corrected lineage), leaving the checkpoint as it is.
 
 Usage:
     python scripts/ship_model.py runs/dtp_kl/finetune/best.pt \
@@ -150,18 +150,22 @@ def speed_summary(path: str) -> Dict[str, Any]:
 
 
 def refresh_card(card_path: Path, args: argparse.Namespace, argv: Optional[List[str]]) -> int:
-    """Replace the speed / real-pair sections of an existing card; record the command."""
+    """Replace the speed / real-pair / training sections of an existing card; record the
+    command."""
     if not card_path.is_file():
         print(f"ship_model.py: no card {card_path} to refresh", file=sys.stderr)
         return 2
-    if not (args.speed or args.real):
-        print("ship_model.py: --refresh needs --speed or --real", file=sys.stderr)
+    if not (args.speed or args.real or args.stage_dirs or args.inherit_training):
+        print("ship_model.py: --refresh needs --speed, --real, --stage-dirs or "
+              "--inherit-training", file=sys.stderr)
         return 2
     card = json.loads(card_path.read_text())
     if args.speed:
         card["speed"] = speed_summary(args.speed)
     if args.real:
         card["real_pairs"] = real_summary(args.real)
+    if args.stage_dirs or args.inherit_training:
+        card.update(training_summary(args.stage_dirs, args.inherit_training))
     command = _command(argv)
     card.setdefault("refreshed_by", []).append(command)
     card_path.write_text(json.dumps(card, indent=2, default=str))
@@ -190,7 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="benchmarks/sgbm_speed.py JSON of this model (card: speed)")
     p.add_argument("--description", default=None, help="one-line description for the card")
     p.add_argument("--refresh", action="store_true",
-                   help="only replace the --speed / --real sections of the existing card "
+                   help="only replace the --speed / --real / training sections of the card "
                         "models/NAME.json (the checkpoint and the rest of the card stay)")
     args = p.parse_args(argv)
     if args.refresh:

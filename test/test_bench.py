@@ -197,7 +197,7 @@ def test_ort_profile_sees_softmax_only_in_the_plain_export(tmp_path):
     assert "Exp" in outs[False]["ms_per_op_type"] and outs[False]["total_kernel_ms"] > 0
 
 
-def test_ship_model_refresh_replaces_only_the_speed_section(tmp_path):
+def test_ship_model_refresh_replaces_only_the_named_sections(tmp_path):
     spec = importlib.util.spec_from_file_location(
         "ship_model", Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py")
     ship = importlib.util.module_from_spec(spec)
@@ -216,6 +216,16 @@ def test_ship_model_refresh_replaces_only_the_speed_section(tmp_path):
     assert got["test_metrics"] == {"epe": 3.0} and len(got["refreshed_by"]) == 1
     assert ship.main(["unused.pt", "--name", "absent", "--out-dir", str(tmp_path), "--refresh",
                       "--speed", str(speed)]) == 2
+    assert ship.main(["unused.pt", "--name", "m", "--out-dir", str(tmp_path), "--refresh"]) == 2
+    # a corrected lineage: --inherit-training (and --stage-dirs) replace the training sections
+    parent = tmp_path / "parent.json"
+    parent.write_text(json.dumps({"training": [{"samples_seen": 10, "crop": [2, 3],
+                                                "wall_hours": 0.5}]}))
+    assert ship.main(["unused.pt", "--name", "m", "--out-dir", str(tmp_path), "--refresh",
+                      "--inherit-training", str(parent)]) == 0
+    got = json.loads(card.read_text())
+    assert got["training_pixels_seen"] == 60 and got["training_wall_hours"] == 0.5
+    assert got["speed"]["ms_per_frame"] == 55.0 and len(got["refreshed_by"]) == 2
 
 
 def test_ship_model_training_lineage_from_a_parent_card_and_a_committed_stage(tmp_path):
