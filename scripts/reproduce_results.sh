@@ -158,6 +158,11 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s3=models/dtpnet_real_pruned
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s3.json
 $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s3.pt --name dtpnet_real_pruned_s3 --refresh \
   --speed docs/results/sgbm-speed-640x480-pruned-s3.json
+# (session 8) the lineage counted to the steps whose weights went on: pruned_s2 2025, pruned_s3 2000
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned_s3.pt --name dtpnet_real_pruned_s3 --refresh \
+  --inherit-training models/dtpnet_real_pruned.json \
+  --stage-dirs models/stages/real_pruned_s2=configs/real/pruned_s2.yaml@2025 \
+  models/stages/real_pruned_s3=configs/real/pruned_s3.yaml@2000
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.pt \
