@@ -158,11 +158,18 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s3=models/dtpnet_real_pruned
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s3.json
 $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s3.pt --name dtpnet_real_pruned_s3 --refresh \
   --speed docs/results/sgbm-speed-640x480-pruned-s3.json
-# (session 8) the lineage counted to the steps whose weights went on: pruned_s2 2025, pruned_s3 2000
+# (session 8) every card's lineage counted to the steps whose weights went on (each stage continued
+# from its parent's best.pt): stage 1 7000, the pruned fine-tune 8000, pruned_s2 2025, pruned_s3
+# 2000, stage 2 of the unpruned student 500
+$bin/python scripts/ship_model.py models/dtpnet_real.pt --name dtpnet_real --refresh \
+  --steps-used runs/real_s1/distill=7000
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned.pt --name dtpnet_real_pruned --refresh \
+  --steps-used runs/real_s1/distill=7000 runs/real_prune/finetune=8000
+$bin/python scripts/ship_model.py models/dtpnet_real_s2.pt --name dtpnet_real_s2 --refresh \
+  --steps-used runs/real_s1/distill=7000 runs/real_s2/distill=500
 $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s3.pt --name dtpnet_real_pruned_s3 --refresh \
-  --inherit-training models/dtpnet_real_pruned.json \
-  --stage-dirs models/stages/real_pruned_s2=configs/real/pruned_s2.yaml@2025 \
-  models/stages/real_pruned_s3=configs/real/pruned_s3.yaml@2000
+  --steps-used runs/real_s1/distill=7000 runs/real_prune/finetune=8000 \
+  models/stages/real_pruned_s2=2025 runs/real_pruned_s3/distill=2000
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.pt \

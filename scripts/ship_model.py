@@ -7,10 +7,12 @@ parameters, MACs at the eval size, test-split metrics).
 Optional card sections: ``--speed`` (a ``benchmarks/sgbm_speed.py`` JSON), ``--stage-dirs``
 (the training stage folders this model came through: steps, batch, samples, pixels and crop size
 from each stage's config, wall-clock hours from its TensorBoard events; ``--inherit-training``
-puts a parent card's stages first) and ``--real``
+puts a parent card's stages first; ``--steps-used`` counts a stage's samples to the step whose
+weights went on) and ``--real``
 (``dtp-stereo eval --with-sgbm`` JSONs on real pairs: this model's EPE / bad-2 per pair next to
 SGBM's, same run). ``--refresh`` replaces only the speed / real-pair / training sections of an
-existing card (after a re-measurement or a corrected lineage), leaving the checkpoint as it is.
+existing card (after a re-measurement or a corrected lineage; ``--steps-used`` alone recounts the
+card's own stages), leaving the checkpoint as it is.
 
 Usage:
     python scripts/ship_model.py runs/dtp_kl/finetune/best.pt \
@@ -34,13 +36,8 @@ def _add_pixels_seen(stage: Dict[str, Any]) -> None:
         stage["pixels_seen"] = int(stage["samples_seen"]) * int(h) * int(w)
 
 
-def stage_summary(stage_dir: Path, config: Optional[Path] = None,
-                  steps_used: Optional[int] = None) -> Dict[str, Any]:
+def stage_summary(stage_dir: Path, config: Optional[Path] = None) -> Dict[str, Any]:
     """Steps, batch, samples, pixels, crop and wall-clock hours of one finished (or cut) stage.
-
-    ``steps_used``: the step whose weights went on (a stage's best.pt before its last step, which
-    the next stage or the shipped file continued from); samples and pixels count up to it, while
-    ``steps_done`` and the hours keep what the stage ran.
 
     ``stage_dir`` is a run's stage folder (``runs/<run>/<stage>``, config in ``../config.yaml``,
     wall-clock hours from its TensorBoard events) or a committed copy such as
@@ -87,28 +84,56 @@ def stage_summary(stage_dir: Path, config: Optional[Path] = None,
                 median = rates[len(rates) // 2]
                 summary["wall_hours_estimated"] = round(
                     summary["steps_done"] * int(summary["batch_size"]) / median / 3600.0, 3)
-    if steps_used is not None:
-        summary["steps_used"] = int(steps_used)
     if summary.get("batch_size") and "steps_done" in summary:
-        summary["samples_seen"] = summary.get("steps_used", summary["steps_done"]) \
-            * int(summary["batch_size"])
+        summary["samples_seen"] = summary["steps_done"] * int(summary["batch_size"])
         _add_pixels_seen(summary)
     return summary
 
 
-def training_summary(specs: List[str], inherit: Optional[str]) -> Dict[str, Any]:
-    """The card's training sections: the ``inherit`` card's stages (the parent's lineage) then
-    one :func:`stage_summary` per spec ``DIR`` or ``DIR=CONFIG.yaml``, either with ``@STEP`` when
-    the weights that went on are step STEP's; totals of hours (measured or estimated), CPU
-    core-hours (2 busy cores) and pixels seen."""
-    stages: List[Dict[str, Any]] = []
-    if inherit:
-        stages += list(json.loads(Path(inherit).read_text()).get("training", []))
+def parse_steps_used(specs: List[str]) -> Dict[str, int]:
+    """``STAGE_DIR=STEP`` specs (the stage's ``stage_dir`` as the card names it) -> {dir: step}.
+
+    Raises:
+        ValueError: a spec without ``=`` or whose step is not a positive integer.
+    """
+    out: Dict[str, int] = {}
     for spec in specs:
-        spec, _, step = spec.partition("@")
-        folder, _, config = spec.partition("=")
-        stages.append(stage_summary(Path(folder), Path(config) if config else None,
-                                    int(step) if step else None))
+        folder, sep, step = spec.rpartition("=")
+        if not sep or not folder or not step.isdigit() or int(step) < 1:
+            raise ValueError(f"--steps-used {spec!r}: expected STAGE_DIR=STEP with STEP >= 1")
+        out[folder] = int(step)
+    return out
+
+
+def apply_steps_used(stages: List[Dict[str, Any]], used: Dict[str, int]) -> None:
+    """Count samples and pixels of the named stages up to the step whose weights went on (a
+    best.pt before the stage's last step, which the next stage or the shipped file continued
+    from); ``steps_done`` and the hours keep what the stage ran.
+
+    Raises:
+        ValueError: a name that matches no stage, or a step beyond the stage's ``steps_done``.
+    """
+    by_dir = {str(s.get("stage_dir")): s for s in stages}
+    for folder, step in used.items():
+        stage = by_dir.get(folder)
+        if stage is None:
+            raise ValueError(f"--steps-used: no training stage {folder!r} (stages: "
+                             f"{', '.join(by_dir)})")
+        done = stage.get("steps_done")
+        if done is not None and step > int(done):
+            raise ValueError(f"--steps-used {folder}={step}: the stage ran {done} steps")
+        stage["steps_used"] = step
+        if stage.get("batch_size"):
+            stage["samples_seen"] = step * int(stage["batch_size"])
+        elif done and stage.get("samples_seen"):
+            stage["samples_seen"] = int(stage["samples_seen"]) * step // int(done)
+        stage.pop("pixels_seen", None)
+        _add_pixels_seen(stage)
+
+
+def training_totals(stages: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The card's training sections for ``stages``: the list, totals of hours (measured or
+    estimated), CPU core-hours (2 busy cores) and pixels seen."""
     for s in stages:  # older cards have no pixel counts
         if "pixels_seen" not in s:
             _add_pixels_seen(s)
@@ -116,6 +141,27 @@ def training_summary(specs: List[str], inherit: Optional[str]) -> Dict[str, Any]
     return {"training": stages, "training_wall_hours": round(hours, 3),
             "training_cpu_core_hours": round(2 * hours, 3),
             "training_pixels_seen": sum(int(s.get("pixels_seen") or 0) for s in stages)}
+
+
+def training_summary(specs: List[str], inherit: Optional[str],
+                     steps_used: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    """The card's training sections: the ``inherit`` card's stages (the parent's lineage) then
+    one :func:`stage_summary` per spec ``DIR`` or ``DIR=CONFIG.yaml``, with ``steps_used``
+    (:func:`apply_steps_used`) applied; see :func:`training_totals`."""
+    stages: List[Dict[str, Any]] = []
+    if inherit:
+        stages += list(json.loads(Path(inherit).read_text()).get("training", []))
+    for spec in specs:
+        folder, sep, config = spec.rpartition("=")
+        if not (sep and config.endswith((".yaml", ".yml"))):
+            folder, config = spec, ""
+        if not Path(folder).is_dir():
+            raise ValueError(f"--stage-dirs {spec!r}: no folder {folder}")
+        if config and not Path(config).is_file():
+            raise ValueError(f"--stage-dirs {spec!r}: no config {config}")
+        stages.append(stage_summary(Path(folder), Path(config) if config else None))
+    apply_steps_used(stages, steps_used or {})
+    return training_totals(stages)
 
 
 def real_summary(paths: List[str], label: str = "student") -> List[Dict[str, Any]]:
@@ -155,17 +201,27 @@ def refresh_card(card_path: Path, args: argparse.Namespace, argv: Optional[List[
     if not card_path.is_file():
         print(f"ship_model.py: no card {card_path} to refresh", file=sys.stderr)
         return 2
-    if not (args.speed or args.real or args.stage_dirs or args.inherit_training):
-        print("ship_model.py: --refresh needs --speed, --real, --stage-dirs or "
-              "--inherit-training", file=sys.stderr)
+    if not (args.speed or args.real or args.stage_dirs or args.inherit_training
+            or args.steps_used):
+        print("ship_model.py: --refresh needs --speed, --real, --stage-dirs, "
+              "--inherit-training or --steps-used", file=sys.stderr)
         return 2
     card = json.loads(card_path.read_text())
     if args.speed:
         card["speed"] = speed_summary(args.speed)
     if args.real:
         card["real_pairs"] = real_summary(args.real)
-    if args.stage_dirs or args.inherit_training:
-        card.update(training_summary(args.stage_dirs, args.inherit_training))
+    try:
+        used = parse_steps_used(args.steps_used)
+        if args.stage_dirs or args.inherit_training:  # a new lineage replaces the old one
+            card.update(training_summary(args.stage_dirs, args.inherit_training, used))
+        elif used:  # the card's own stages, counted to the steps that went on
+            stages = list(card.get("training", []))
+            apply_steps_used(stages, used)
+            card.update(training_totals(stages))
+    except ValueError as exc:
+        print(f"ship_model.py: {exc}", file=sys.stderr)
+        return 2
     command = _command(argv)
     card.setdefault("refreshed_by", []).append(command)
     card_path.write_text(json.dumps(card, indent=2, default=str))
@@ -183,9 +239,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out-dir", default="models", help="output folder (default models/)")
     p.add_argument("--stage-dirs", nargs="*", default=[],
                    help="training stage folders this model came through (card: training): "
-                        "DIR (a run's stage folder) or DIR=CONFIG.yaml (a committed copy), "
-                        "either with @STEP when the weights passed on were step STEP's "
-                        "(a best.pt before the stage's last step)")
+                        "DIR (a run's stage folder) or DIR=CONFIG.yaml (a committed copy)")
+    p.add_argument("--steps-used", nargs="*", default=[],
+                   help="STAGE_DIR=STEP: the weights that went on from that stage (inherited or "
+                        "listed) were step STEP's, a best.pt before its last step; its samples "
+                        "and pixels count to there, its hours stay whole")
     p.add_argument("--inherit-training", default=None,
                    help="a card whose training stages come first (the parent's lineage)")
     p.add_argument("--real", nargs="*", default=[],
@@ -225,7 +283,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.description:
         card["description"] = args.description
     if args.stage_dirs or args.inherit_training:
-        card.update(training_summary(args.stage_dirs, args.inherit_training))
+        try:
+            card.update(training_summary(args.stage_dirs, args.inherit_training,
+                                         parse_steps_used(args.steps_used)))
+        except ValueError as exc:
+            p.error(str(exc))
     if args.real:
         card["real_pairs"] = real_summary(args.real)
     if args.speed:

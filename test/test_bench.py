@@ -226,13 +226,24 @@ def test_ship_model_refresh_replaces_only_the_named_sections(tmp_path):
     got = json.loads(card.read_text())
     assert got["training_pixels_seen"] == 60 and got["training_wall_hours"] == 0.5
     assert got["speed"]["ms_per_frame"] == 55.0 and len(got["refreshed_by"]) == 2
+    # --steps-used alone recounts the card's own stages (the first stage has no stage_dir)
+    got["training"][0]["stage_dir"] = "runs/p"
+    got["training"][0]["steps_done"] = 10
+    card.write_text(json.dumps(got))
+    assert ship.main(["unused.pt", "--name", "m", "--out-dir", str(tmp_path), "--refresh",
+                      "--steps-used", "runs/p=4"]) == 0
+    got = json.loads(card.read_text())
+    assert got["training"][0]["samples_seen"] == 4 and got["training_pixels_seen"] == 24
+    assert got["test_metrics"] == {"epe": 3.0} and got["training_wall_hours"] == 0.5
+    assert ship.main(["unused.pt", "--name", "m", "--out-dir", str(tmp_path), "--refresh",
+                      "--steps-used", "runs/q=4"]) == 2
 
 
 def test_ship_model_training_lineage_from_a_parent_card_and_a_committed_stage(tmp_path):
     """--inherit-training puts the parent card's stages first; a committed stage folder
     (metrics.csv, no TensorBoard) with its config gives steps from the CSV, samples, pixels and
-    hours estimated from the median logged samples/s; the totals add both; DIR=CONFIG@STEP
-    counts samples up to the step whose weights went on."""
+    hours estimated from the median logged samples/s; the totals add both; --steps-used counts
+    samples up to the step whose weights went on."""
     spec = importlib.util.spec_from_file_location(
         "ship_model", Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py")
     ship = importlib.util.module_from_spec(spec)
@@ -260,12 +271,24 @@ def test_ship_model_training_lineage_from_a_parent_card_and_a_committed_stage(tm
     assert second["wall_hours_estimated"] == round(240 / 4.0 / 3600, 3)
     assert got["training_pixels_seen"] == 100 * 128 * 256 + 240 * 256 * 512
     assert got["training_wall_hours"] == round(1.0 + 240 / 4.0 / 3600, 3)
-    # @STEP: the weights that went on were step 20's (a best.pt): samples count to it, the hours
-    # and steps_done keep the whole stage
-    used = ship.training_summary([f"{stage}={cfg}@20"], None)["training"][0]
-    assert used["steps_used"] == 20 and used["steps_done"] == 30
-    assert used["samples_seen"] == 160 and used["pixels_seen"] == 160 * 256 * 512
-    assert used["wall_hours_estimated"] == second["wall_hours_estimated"]
+    # --steps-used: the weights that went on were step 20's (a best.pt): samples count to it, the
+    # hours and steps_done keep the whole stage; an inherited stage without a batch size scales
+    used = ship.training_summary([f"{stage}={cfg}"], str(parent),
+                                 ship.parse_steps_used([f"{stage}=20", "runs/a/distill=50"]))
+    inherited, listed = used["training"]
+    assert listed["steps_used"] == 20 and listed["steps_done"] == 30
+    assert listed["samples_seen"] == 160 and listed["pixels_seen"] == 160 * 256 * 512
+    assert listed["wall_hours_estimated"] == second["wall_hours_estimated"]
+    assert "samples_seen" in inherited and inherited["steps_used"] == 50
+    assert used["training_wall_hours"] == got["training_wall_hours"]
+    with pytest.raises(ValueError, match="no training stage 'runs/b'"):
+        ship.training_summary([], str(parent), {"runs/b": 3})
+    with pytest.raises(ValueError, match="ran 30 steps"):
+        ship.training_summary([f"{stage}={cfg}"], None, {str(stage): 31})
+    with pytest.raises(ValueError, match="STAGE_DIR=STEP"):
+        ship.parse_steps_used(["runs/a@0.25"])
+    with pytest.raises(ValueError, match="no folder"):
+        ship.training_summary([str(tmp_path / "absent")], None)
 
 
 def test_claims_table_reads_finished_rows_and_real_pairs(tmp_path):

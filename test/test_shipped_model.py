@@ -27,10 +27,11 @@ def test_the_default_is_the_pruned_real_scene_student():
     _, s2 = load_model(resolve_model("real_s2"))
     assert tuple(s2.model_config["refine"]) == (16, 16, 16)
     card = json.loads(default_model_path().with_suffix(".json").read_text())
-    # fresh scenes, never repeated: stage 1 (64k), the pruned fine-tune (72k) at 128x256, then
+    # fresh scenes, never repeated, counted to the steps whose weights went on: stage 1 to its
+    # best step 7000 (56k) and the pruned fine-tune to its best step 8000 (64k) at 128x256, then
     # pruned_s2 to step 2025 (16.2k) and pruned_s3 to its best step 2000 (16k) at 256x512
-    assert [t["samples_seen"] for t in card["training"]] == [64_000, 72_000, 16_200, 16_000]
-    assert [t.get("steps_used") for t in card["training"]][2:] == [2025, 2000]
+    assert [t["samples_seen"] for t in card["training"]] == [56_000, 64_000, 16_200, 16_000]
+    assert [t.get("steps_used") for t in card["training"]] == [7000, 8000, 2025, 2000]
     assert [tuple(t["crop"]) for t in card["training"]][2:] == [(256, 512)] * 2
     assert card["speed"]["ms_per_frame"] > 0 and card["real_pairs"]
     previous = load_model(resolve_model("real_pruned"))[0]  # the same widths, other weights
