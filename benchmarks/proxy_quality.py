@@ -1,12 +1,13 @@
 """How good are ``dtp-train adapt``'s SGBM proxy labels on the real pairs with ground truth?
 
 For each pair (and scale): the labels that adapt would make (``training.adapt.proxy_labels`` over
-the range ``_proxy_range`` fits to the starting model), then against the ground truth: the share
+the range ``_proxy_range`` fits to the starting model, on the pair scaled to adapt's default
+``max_width`` as adapt scales it), then against the ground truth: the share
 of GT pixels they cover, their EPE and bad-2 there, and the starting model's bad-2 on the covered
-and on the uncovered pixels, with the uncovered pixels' share of its errors. It bounds what the
-proxy loss can teach: a model that matched the labels exactly where they exist and stayed as it
-is elsewhere would reach ``bad2_if_labels_fitted``. An analysis of evaluation data; nothing here
-trains or picks anything.
+and on the uncovered pixels, with the uncovered pixels' share of its errors. A what-if figure,
+not a bound: a model that matched the labels exactly where they exist and stayed as it is
+elsewhere would reach ``bad2_if_labels_fitted`` (other losses may do better off the labels). An
+analysis of evaluation data; nothing here trains or picks anything.
 
 Usage (repository root; ``dtp-stereo real-pairs --out data/real`` first)::
 
@@ -62,7 +63,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from benchmarks.adapt_real import _load
     from dtp_stereo.assets import resolve_model
     from dtp_stereo.checkpoint import load_model
+    from dtp_stereo.data.real_pairs import scale_pair
     from dtp_stereo.tools.bench import write_report
+    from training.adapt import AdaptCfg
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="default", help="starting model (name or file)")
@@ -78,6 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = {}
     for spec in args.pairs:
         _, _, left, right, gt = _load(args.root, spec)
+        max_width = AdaptCfg().max_width
+        if left.shape[1] > max_width:  # as adapt scales it (INTER_AREA), the GT with it
+            left, right, gt = scale_pair(left, right, gt, max_width / left.shape[1])
         rows[spec] = pair_quality(model, left, right, gt, int(ckpt.max_disparity))
         print(spec, {k: round(v, 2) if isinstance(v, float) else v
                      for k, v in rows[spec].items()}, flush=True)

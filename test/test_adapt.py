@@ -196,6 +196,14 @@ def test_cli(student, tmp_path, capsys):
                "--threads", "1"])
     assert rc == 0 and out.exists()
     assert '"steps": 2' in capsys.readouterr().out
+    rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(pairs), "--output",
+               str(tmp_path / "flags.pt"), "--steps", "1", "--batch-size", "1", "--crop", "64x96",
+               "--quiet", "--threads", "1", "--lr-schedule", "constant", "--anchor-on",
+               "unlabelled"])
+    settings = load_checkpoint(tmp_path / "flags.pt").provenance["adapt"]["settings"]
+    assert rc == 0 and settings["lr_schedule"] == "constant"
+    assert settings["anchor_on"] == "unlabelled"
+    capsys.readouterr()
     rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(tmp_path / "none"),
                "--output", str(tmp_path / "x.pt"), "--quiet"])
     assert rc == 2 and "no folder" in capsys.readouterr().err
@@ -244,3 +252,5 @@ def test_cosine_schedule_and_unlabelled_anchor(student, tmp_path):
         AdaptCfg(lr_schedule="linear")
     with pytest.raises(AdaptError, match="anchor_on"):
         AdaptCfg(anchor_on="some")
+    with pytest.raises(AdaptError, match="needs the proxy labels"):
+        AdaptCfg(anchor_on="unlabelled", proxy="none")

@@ -79,7 +79,8 @@ class AdaptCfg:
     smoothness_weight: float = 0.1
     anchor_weight: float = 0.25  # L1 to the frozen starting model (anti-forgetting)
     # "all" pixels, or only those without a confident proxy label ("unlabelled"), so that the
-    # anchor holds the network where nothing else teaches it and never pulls against the proxy
+    # anchor holds the network where nothing else teaches it and never pulls against the proxy;
+    # "unlabelled" averages over those pixels only, so each weighs 1 / (1 - coverage) as much
     anchor_on: str = "all"
     synthetic_weight: float = 1.0  # supervised loss on fresh synthetic scenes (replay); 0 = off
     lr_check_px: float = 1.0  # left-right consistency of the SGBM labels, pixels
@@ -101,6 +102,9 @@ class AdaptCfg:
         if self.anchor_on not in ("all", "unlabelled"):
             raise AdaptError(f"adapt: anchor_on must be all or unlabelled, got "
                              f"{self.anchor_on!r}")
+        if self.anchor_on == "unlabelled" and (self.proxy == "none" or self.proxy_weight == 0):
+            raise AdaptError("adapt: anchor_on=unlabelled needs the proxy labels (proxy sgbm, "
+                             "proxy_weight > 0)")
         weights = (self.proxy_weight, self.photometric_weight, self.smoothness_weight,
                    self.anchor_weight, self.synthetic_weight)
         if min(weights) < 0 or (self.proxy_weight if self.proxy == "sgbm" else 0) \
