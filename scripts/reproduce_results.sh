@@ -171,6 +171,15 @@ $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s3.pt --name dtpnet_
   --steps-used runs/real_s1/distill=7000 runs/real_prune/finetune=8000 \
   models/stages/real_pruned_s2=2025 runs/real_pruned_s3/distill=2000
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
+# Stage 4 of the default (session 8; 3200 steps, about 1.5 h; resumable) and its evaluation.
+bash scripts/train_real.sh pruned_s4
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s4.yaml --stages eval --quiet
+cp runs/real_pruned_s4/eval/results.json docs/results/real-pruned-s4-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s4 runs/real_pruned_s4/distill/best.pt \
+  default=models/dtpnet_real_pruned_s3.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s4-x0.25.json \
+  docs/results/real-pruned-s4-x0.5.json docs/results/real-pruned-s4-x1.json \
+  --output docs/results/real-pruned-s4-targets.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM. These two
 # ran with the constant-rate defaults of sessions 6-7 (lr 1.5e-4), spelled out since session 8's
 # cosine default (their JSONs name the variant "default"; --timing-pairs uses the current defaults).
