@@ -1,9 +1,9 @@
 """How good are ``dtp-train adapt``'s SGBM proxy labels on the real pairs with ground truth?
 
 For each pair (and scale): the labels that adapt would make (``training.adapt.proxy_labels`` over
-the range ``_proxy_range`` fits to the starting model, on the pair scaled to adapt's default
-``max_width`` as adapt scales it), then against the ground truth: the share
-of GT pixels they cover, their EPE and bad-2 there, and the starting model's bad-2 on the covered
+the range ``fitted_proxy_range`` fits to the starting model's disparity, on the pair scaled to
+adapt's default ``max_width`` as adapt scales it), then against the ground truth: the share of GT
+pixels they cover, their EPE and bad-2 there, and the starting model's bad-2 on the covered
 and on the uncovered pixels, with the uncovered pixels' share of its errors. A what-if figure,
 not a bound: a model that matched the labels exactly where they exist and stayed as it is
 elsewhere would reach ``bad2_if_labels_fitted`` (other losses may do better off the labels). An
@@ -33,14 +33,15 @@ def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
     from dtp_stereo.backends.torch_backend import TorchBackend
     from dtp_stereo.metrics import valid_mask
     from dtp_stereo.pipeline import StereoPipeline
-    from training.adapt import AdaptCfg, _proxy_range, proxy_labels
+    from training.adapt import fitted_proxy_range, proxy_labels
 
-    search = _proxy_range(AdaptCfg(), model, left, right, d_max)
+    # one forward pass: the model's disparity fits adapt's SGBM range and is scored below
+    pred = StereoPipeline(TorchBackend(model, fuse_bn=False))(left, right)
+    search = fitted_proxy_range(pred, d_max)
     labels, conf = proxy_labels(left, right, search)
     valid = valid_mask(gt, d_max)
     covered = conf.astype(bool) & valid
     uncovered = valid & ~covered
-    pred = StereoPipeline(TorchBackend(model, fuse_bn=False))(left, right)
     label_err, model_err = np.abs(labels - gt), np.abs(np.nan_to_num(pred, nan=-1e6) - gt)
     bad = (model_err > 2) & valid
     bad_if_fitted = ((label_err > 2) & covered) | (bad & uncovered)
@@ -79,9 +80,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     model, ckpt = load_model(resolve_model(args.checkpoint))
     model.eval()
     rows = {}
+    max_width = AdaptCfg().max_width
     for spec in args.pairs:
         _, _, left, right, gt = _load(args.root, spec)
-        max_width = AdaptCfg().max_width
         if left.shape[1] > max_width:  # as adapt scales it (INTER_AREA), the GT with it
             left, right, gt = scale_pair(left, right, gt, max_width / left.shape[1])
         rows[spec] = pair_quality(model, left, right, gt, int(ckpt.max_disparity))

@@ -344,6 +344,12 @@ def _proxy_range(cfg: AdaptCfg, reference: nn.Module, left: np.ndarray, right: n
 
     # fuse_bn=False: the frozen reference is used as it is by the anchor loss afterwards
     disparity = StereoPipeline(TorchBackend(reference, fuse_bn=False))(left, right)
+    return fitted_proxy_range(disparity, d_max)
+
+
+def fitted_proxy_range(disparity: np.ndarray, d_max: int) -> int:
+    """SGBM range fitted to a model's H×W disparity (pixels): 1.25 × its 99th percentile,
+    rounded up to 16, at least 16 and at most ``d_max``."""
     high = float(np.percentile(disparity[np.isfinite(disparity)], 99)) * 1.25
     return int(min(d_max, max(16, -(-high // 16) * 16)))
 
