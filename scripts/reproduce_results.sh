@@ -180,6 +180,18 @@ bash scripts/eval_real.sh docs/results/real-pruned-s4 runs/real_pruned_s4/distil
 $bin/python benchmarks/real_table.py docs/results/real-pruned-s4-x0.25.json \
   docs/results/real-pruned-s4-x0.5.json docs/results/real-pruned-s4-x1.json \
   --output docs/results/real-pruned-s4-targets.json
+# Stage 4 shipped as the runtime default (session 9), its speed (training paused) and the main job.
+$bin/python scripts/ship_model.py models/stages/real_pruned_s4/best.pt \
+  --eval docs/results/real-pruned-s4-eval.json --stage distill --name dtpnet_real_pruned_s4 \
+  --inherit-training models/dtpnet_real_pruned_s3.json \
+  --stage-dirs models/stages/real_pruned_s4=configs/real/pruned_s4.yaml \
+  --real docs/results/real-pruned-s4-x0.25.json docs/results/real-pruned-s4-x0.5.json \
+  docs/results/real-pruned-s4-x1.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s4=models/dtpnet_real_pruned_s4.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s4.json
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned_s4.pt --name dtpnet_real_pruned_s4 --refresh \
+  --speed docs/results/sgbm-speed-640x480-pruned-s4.json
+bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM. These two
 # ran with the constant-rate defaults of sessions 6-7 (lr 1.5e-4), spelled out since session 8's
 # cosine default (their JSONs name the variant "default"; --timing-pairs uses the current defaults).

@@ -6,7 +6,8 @@
 # "distill"); pruned_s2 continues the pruned default at 256x512 (configs/real/pruned_s2.yaml,
 # pipeline stage "distill"); pruned_s3 continues pruned_s2's weights with near and far scenes
 # (configs/real/pruned_s3.yaml, pipeline stage "distill"); pruned_s4 continues pruned_s3 with
-# a second, 128x256 validation split (configs/real/pruned_s4.yaml, "distill"); prune is
+# a second, 128x256 validation split (configs/real/pruned_s4.yaml, "distill"); pruned_s5
+# continues pruned_s4 with a new scene seed (configs/real/pruned_s5.yaml, "distill"); prune is
 # distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
 # pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped);
 # claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
@@ -19,7 +20,7 @@
 # (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|prune|claims-ROW [--save | dtp-train args]}
+stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|prune|claims-ROW [--save | dtp-train args]}
 shift
 runs=$root/runs/real_$stage
 keep=$root/models/stages/real_$stage
@@ -28,7 +29,7 @@ l1_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quart
 kl_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: kl, weight: 1.0}]'
 case $stage in
   s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
-  pruned_s2|pruned_s3|pruned_s4) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
+  pruned_s2|pruned_s3|pruned_s4|pruned_s5) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
   prune) cfg=$root/configs/real/prune_s1.yaml; steps="prune finetune eval export" ;;
   claims-*)
     row=${stage#claims-}
@@ -50,7 +51,7 @@ case $stage in
            "single, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
-  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, prune or claims-<row>)" >&2; exit 2 ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, prune or claims-<row>)" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
 files="last.pt best.pt metrics.csv summary.json results.json export.json"
