@@ -69,8 +69,8 @@ def parse_variant(text: str) -> Tuple[str, Dict[str, object]]:
             raise SystemExit(f"adapt_real.py: --variant {text!r}: {item!r} is not FIELD=VALUE "
                              f"of AdaptCfg ({', '.join(sorted(fields))})")
         kind = type(getattr(defaults, key))
-        if kind is tuple:  # crop: HxW
-            overrides[key] = tuple(int(v) for v in value.split("x"))
+        if kind is tuple:  # crop: HxW; proxy_blocks: 3+5+7
+            overrides[key] = tuple(int(v) for v in value.replace("+", "x").split("x"))
         else:
             overrides[key] = value if kind is str else kind(float(value)) if kind is int \
                 else kind(value)

@@ -18,7 +18,7 @@ Usage (repository root; ``dtp-stereo real-pairs --out data/real`` first)::
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks.adapt_real's pair l
 
 
 def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
-                 d_max: int) -> Dict[str, float]:
+                 d_max: int, block_sizes: Sequence[int] = (5,)) -> Dict[str, float]:
     """Proxy-label coverage and accuracy, and the model's errors on and off them (%, px)."""
     from dtp_stereo.backends.torch_backend import TorchBackend
     from dtp_stereo.metrics import valid_mask
@@ -38,7 +38,7 @@ def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
     # one forward pass: the model's disparity fits adapt's SGBM range and is scored below
     pred = StereoPipeline(TorchBackend(model, fuse_bn=False))(left, right)
     search = fitted_proxy_range(pred, d_max)
-    labels, conf = proxy_labels(left, right, search)
+    labels, conf = proxy_labels(left, right, search, block_sizes=block_sizes)
     valid = valid_mask(gt, d_max)
     covered = conf.astype(bool) & valid
     uncovered = valid & ~covered
@@ -74,20 +74,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="NAME@SCALE under --root")
     p.add_argument("--root", type=Path, default=Path("data/real"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--proxy-blocks", nargs="+", default=None, metavar="B[+B...]",
+                   help="SGBM block-size sets to compare, e.g. 5 3 3+5+7 (default: adapt's)")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, ckpt = load_model(resolve_model(args.checkpoint))
     model.eval()
-    rows = {}
+    rows: Dict[str, Dict[str, object]] = {}
     max_width = AdaptCfg().max_width
+    block_sets = [tuple(int(b) for b in text.split("+")) for text in args.proxy_blocks] \
+        if args.proxy_blocks else [AdaptCfg().proxy_blocks]
+    for blocks in block_sets:
+        AdaptCfg(proxy_blocks=blocks)  # validates
     for spec in args.pairs:
         _, _, left, right, gt = _load(args.root, spec)
         if left.shape[1] > max_width:  # as adapt scales it (INTER_AREA), the GT with it
             left, right, gt = scale_pair(left, right, gt, max_width / left.shape[1])
-        rows[spec] = pair_quality(model, left, right, gt, int(ckpt.max_disparity))
-        print(spec, {k: round(v, 2) if isinstance(v, float) else v
-                     for k, v in rows[spec].items()}, flush=True)
+        for blocks in block_sets:
+            key = spec if len(block_sets) == 1 else f"{spec} blocks {'+'.join(map(str, blocks))}"
+            rows[key] = pair_quality(model, left, right, gt, int(ckpt.max_disparity), blocks)
+            print(key, {k: round(v, 2) if isinstance(v, float) else v
+                        for k, v in rows[key].items()}, flush=True)
     if args.output:
         write_report(str(args.output), {"checkpoint": args.checkpoint, "pairs": rows,
                                         "note": "analysis of evaluation data (real pairs); "

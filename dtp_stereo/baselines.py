@@ -33,7 +33,7 @@ def fill_invalid_background(disparity: np.ndarray, invalid: np.ndarray) -> np.nd
 
 
 def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192,
-                   *, fill: bool = True) -> np.ndarray:
+                   *, fill: bool = True, block_size: int = SGBM_BLOCK_SIZE) -> np.ndarray:
     """Disparity of a rectified pair with OpenCV StereoSGBM (3-way mode).
 
     Args:
@@ -41,6 +41,8 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192
         max_disparity: disparity search range, pixels (rounded up to a multiple of 16; capped
             at the largest multiple of 16 below the image width, which no disparity can reach).
         fill: densify holes with :func:`fill_invalid_background`; otherwise they are NaN.
+        block_size: matched block size, pixels (odd, >= 1); the penalties P1 / P2 scale with
+            its square.
 
     Returns:
         H×W float32 disparity, pixels.
@@ -52,8 +54,10 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192
     if width <= 16:
         raise ValueError(f"sgbm_disparity: image width {width} px is too small for SGBM")
     num_disp = min(num_disp, (width - 1) // 16 * 16)  # OpenCV needs numDisparities < width
+    if block_size < 1 or block_size % 2 == 0:
+        raise ValueError(f"sgbm_disparity: block_size must be odd and >= 1, got {block_size}")
     channels = 1 if left.ndim == 2 else left.shape[2]
-    bs = SGBM_BLOCK_SIZE
+    bs = int(block_size)
     matcher = cv2.StereoSGBM_create(
         minDisparity=0, numDisparities=num_disp, blockSize=bs,
         P1=8 * channels * bs * bs, P2=32 * channels * bs * bs, disp12MaxDiff=1,

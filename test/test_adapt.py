@@ -82,6 +82,26 @@ def test_proxy_labels_keep_only_consistent_matches():
     assert not keep[:, :8].any()  # no match left of the right image's field of view
 
 
+def test_proxy_consensus_keeps_a_subset_where_block_sizes_agree():
+    s = SyntheticStereo(height=96, width=192, max_disparity=32, seed=1).sample(0)
+    single = {b: proxy_labels(s["left"], s["right"], 48, block_sizes=(b,)) for b in (3, 5, 7)}
+    assert np.array_equal(single[5][0], proxy_labels(s["left"], s["right"], 48)[0])  # default
+    disp, conf = proxy_labels(s["left"], s["right"], 48, block_sizes=(3, 5, 7))
+    keep = conf > 0
+    every = np.logical_and.reduce([c > 0 for _, c in single.values()])
+    assert keep.any() and not (keep & ~every).any()  # only where all three are confident
+    stack = np.stack([d for d, _ in single.values()])
+    assert np.allclose(disp[keep], np.median(stack, 0)[keep])
+    assert (np.abs(stack - disp[None]) <= 1.0)[:, keep].all()  # and agree within 1 px
+    assert not disp[~keep].any()
+
+
+@pytest.mark.parametrize("blocks", [(), (4,), (3, 17)])
+def test_proxy_blocks_must_be_odd_block_sizes(blocks):
+    with pytest.raises(AdaptError, match="proxy_blocks"):
+        AdaptCfg(proxy_blocks=blocks)
+
+
 def test_folder_errors_name_the_problem(tmp_path):
     with pytest.raises(AdaptError, match="no folder"):
         load_folder_pairs(tmp_path / "nothing")
@@ -199,11 +219,14 @@ def test_cli(student, tmp_path, capsys):
     rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(pairs), "--output",
                str(tmp_path / "flags.pt"), "--steps", "1", "--batch-size", "1", "--crop", "64x96",
                "--quiet", "--threads", "1", "--lr-schedule", "constant", "--anchor-on",
-               "unlabelled"])
+               "unlabelled", "--proxy-blocks", "3+5+7"])
     settings = load_checkpoint(tmp_path / "flags.pt").provenance["adapt"]["settings"]
     assert rc == 0 and settings["lr_schedule"] == "constant"
-    assert settings["anchor_on"] == "unlabelled"
+    assert settings["anchor_on"] == "unlabelled" and tuple(settings["proxy_blocks"]) == (3, 5, 7)
     capsys.readouterr()
+    rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(pairs), "--output",
+               str(tmp_path / "z.pt"), "--proxy-blocks", "3,5", "--quiet"])
+    assert rc == 2 and "--proxy-blocks '3,5'" in capsys.readouterr().err
     rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(tmp_path / "none"),
                "--output", str(tmp_path / "x.pt"), "--quiet"])
     assert rc == 2 and "no folder" in capsys.readouterr().err
@@ -221,6 +244,7 @@ def test_adapt_benchmark_variants_are_typed_and_checked():
         "proxy_only", {"photometric_weight": 0.0, "smoothness_weight": 0.0})
     assert parse_variant("p:proxy=none,steps=600,crop=128x160") == (
         "p", {"proxy": "none", "steps": 600, "crop": (128, 160)})
+    assert parse_variant("c:proxy_blocks=3+5+7") == ("c", {"proxy_blocks": (3, 5, 7)})
     with pytest.raises(SystemExit, match="nonsense"):
         parse_variant("x:nonsense=1")
     with pytest.raises(AdaptError):  # no loss left to teach the scene: refused before any run

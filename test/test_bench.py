@@ -334,7 +334,7 @@ def test_proxy_quality_counts_coverage_and_the_what_if_figure(monkeypatch):
     scene = SyntheticStereo(height=64, width=128, max_disparity=24, seed=5).sample(0)
     gt = scene["disparity"]
 
-    def made_up_labels(left, right, max_disparity, lr_check_px=1.0):
+    def made_up_labels(left, right, max_disparity, lr_check_px=1.0, block_sizes=(5,)):
         conf = np.zeros_like(gt)
         conf[:, :64] = 1.0
         labels = gt.copy()

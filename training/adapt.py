@@ -84,6 +84,9 @@ class AdaptCfg:
     anchor_on: str = "all"
     synthetic_weight: float = 1.0  # supervised loss on fresh synthetic scenes (replay); 0 = off
     lr_check_px: float = 1.0  # left-right consistency of the SGBM labels, pixels
+    # SGBM block sizes of the proxies, pixels (odd): one, or several whose labels must all be
+    # confident and agree within lr_check_px of their median (a consensus: fewer, surer labels)
+    proxy_blocks: Tuple[int, ...] = (5,)
     # SGBM search range of the proxies, pixels; 0 = fitted per pair: 1.25 x the 99th percentile
     # of the starting model's disparity, rounded up to 16 (a range of D = 192 on a 320-px-wide
     # image leaves SGBM almost nothing to match: its left 192 columns are invalid)
@@ -111,6 +114,10 @@ class AdaptCfg:
                 + self.photometric_weight <= 0:
             raise AdaptError("adapt: weights must be >= 0, and the proxy or the photometric "
                              "loss must be on (something has to teach the network the scene)")
+        if not self.proxy_blocks or any(b < 1 or b % 2 == 0 or b > 15
+                                        for b in self.proxy_blocks):
+            raise AdaptError(f"adapt: proxy_blocks must be odd block sizes in 1..15, got "
+                             f"{self.proxy_blocks!r}")
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.max_width < 32:
             raise AdaptError("adapt: steps and batch_size must be >= 1, lr > 0, max_width >= 32")
 
@@ -236,16 +243,36 @@ def _downscale(pairs: StereoPairs, max_width: int) -> Tuple[List[np.ndarray], Li
 
 # ----------------------------------------------------------------------------------- losses
 def proxy_labels(left: np.ndarray, right: np.ndarray, max_disparity: int,
-                 lr_check_px: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+                 lr_check_px: float = 1.0,
+                 block_sizes: Sequence[int] = (5,)) -> Tuple[np.ndarray, np.ndarray]:
     """SGBM disparity and a 0/1 confidence (H×W float32 each) for one uint8 RGB pair.
 
     Confident: SGBM matched the pixel (uniqueness ratio 10, speckle filter, ``disp12MaxDiff``
-    1) and the right-view disparity at the match agrees within ``lr_check_px`` pixels.
+    1) and the right-view disparity at the match agrees within ``lr_check_px`` pixels. With
+    several ``block_sizes`` (pixels) a pixel is confident only where every block size's label is
+    and all lie within ``lr_check_px`` of their median, which becomes the label: a consensus
+    of matchers, fewer and surer labels than any one of them (Tonioni et al. 2017 filter one
+    matcher's labels by a learned confidence instead).
     """
-    disp_l = sgbm_disparity(left, right, max_disparity, fill=False)
+    labels, confident = zip(*(_lr_checked_sgbm(left, right, max_disparity, lr_check_px, b)
+                              for b in block_sizes))
+    if len(labels) == 1:
+        return labels[0], confident[0]
+    stack = np.stack(labels)
+    ok = np.stack(confident).astype(bool).all(0)
+    median = np.median(stack, axis=0)
+    ok &= (np.abs(stack - median[None]) <= lr_check_px).all(0)
+    return np.where(ok, median, 0.0).astype(np.float32), ok.astype(np.float32)
+
+
+def _lr_checked_sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int,
+                     lr_check_px: float, block_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """One block size's SGBM labels and their left-right-consistency mask (see proxy_labels)."""
+    disp_l = sgbm_disparity(left, right, max_disparity, fill=False, block_size=block_size)
     # the right view's disparity: SGBM on the mirrored pair, mirrored back
     disp_r = sgbm_disparity(np.ascontiguousarray(right[:, ::-1]),
-                            np.ascontiguousarray(left[:, ::-1]), max_disparity, fill=False)
+                            np.ascontiguousarray(left[:, ::-1]), max_disparity, fill=False,
+                            block_size=block_size)
     disp_r = disp_r[:, ::-1]
     h, w = disp_l.shape
     xs = np.arange(w, dtype=np.float32)[None, :].repeat(h, 0)
@@ -394,7 +421,8 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
     proxies = None
     if cfg.proxy == "sgbm" and cfg.proxy_weight > 0:
         proxies = [proxy_labels(a, b, _proxy_range(cfg, reference, a, b, d_max),
-                                cfg.lr_check_px) for a, b in zip(left_imgs, right_imgs)]
+                                cfg.lr_check_px, cfg.proxy_blocks)
+                   for a, b in zip(left_imgs, right_imgs)]
     coverage = (float(np.mean([c.mean() for _, c in proxies])) if proxies else None)
     settings = asdict(cfg)
     digests = pairs.digests()  # hashed once: resume check, resume states, provenance

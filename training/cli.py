@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from training.config import STAGES, ConfigError, load_config
 
@@ -137,10 +137,24 @@ def _adapt_parser() -> argparse.ArgumentParser:
                    help="anchor every pixel, or only those without a proxy label (%(default)s)")
     p.add_argument("--lr-check-px", type=float, default=d.lr_check_px,
                    help="left-right consistency of the proxy labels, px (%(default)s)")
+    p.add_argument("--proxy-blocks", default="+".join(map(str, d.proxy_blocks)),
+                   help="SGBM block sizes of the proxy labels, px, e.g. 3+5+7: with several, "
+                   "a label is kept only where all agree (%(default)s)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (%(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def _block_sizes(text: str) -> Tuple[int, ...]:
+    """``--proxy-blocks`` ``3+5+7`` -> (3, 5, 7); AdaptCfg checks the values."""
+    from training.adapt import AdaptError
+
+    try:
+        return tuple(int(v) for v in text.split("+"))
+    except ValueError:
+        raise AdaptError(f"adapt: --proxy-blocks {text!r} is not block sizes joined by '+', "
+                         "e.g. 5 or 3+5+7") from None
 
 
 def _adapt(argv: Sequence[str]) -> int:
@@ -162,7 +176,7 @@ def _adapt(argv: Sequence[str]) -> int:
                        smoothness_weight=args.smoothness_weight,
                        anchor_weight=args.anchor_weight, anchor_on=args.anchor_on,
                        synthetic_weight=args.synthetic_weight, lr_check_px=args.lr_check_px,
-                       seed=args.seed)
+                       proxy_blocks=_block_sizes(args.proxy_blocks), seed=args.seed)
         checkpoint = resolve_model(args.checkpoint)
         if args.threads > 0:
             torch.set_num_threads(args.threads)
