@@ -6,7 +6,8 @@ from typing import Dict, List, Union
 
 # The runtime default: the real-scene recipe's student, distilled then pruned (D = 192, fast
 # head, 0.30 M parameters), then trained on at 256x512 (stages pruned_s2, pruned_s3 and
-# pruned_s4; docs/results.md, "Real scenes"); its unpruned parent is the larger operating point real_s1.
+# pruned_s4; docs/results.md, "Real scenes"); its unpruned parent is the larger operating point
+# real_s1.
 # models/dtpnet_pruned*.pt are the earlier D = 64 students (claim 4 and an earlier default),
 # kept as named operating points.
 DEFAULT_MODEL_NAME = "dtpnet_real_pruned_s4.pt"
@@ -60,8 +61,8 @@ def default_model_path() -> Path:
 OPERATING_POINTS: Dict[str, str] = {
     "default": DEFAULT_MODEL_NAME,  # distilled + pruned real-scene student, D = 192, 0.30 M
     "real_pruned_s4": "dtpnet_real_pruned_s4.pt",  # the same file, by its stage name
-    "real_pruned_s3": "dtpnet_real_pruned_s3.pt",  # the previous default (sessions 7-8), its parent
-    "real_pruned": "dtpnet_real_pruned.pt",  # the previous default: the same widths, 128x256 only
+    "real_pruned_s3": "dtpnet_real_pruned_s3.pt",  # the default of sessions 7-8, its parent
+    "real_pruned": "dtpnet_real_pruned.pt",  # the default until session 6: same widths, 128x256
     "real_s1": "dtpnet_real.pt",  # the larger operating point: unpruned stage 1, 0.67 M params
     "real_s2": "dtpnet_real_s2.pt",  # stage 2 cut at 500 of 4000 steps: 256x512, edge refinement
     "legacy_d64": "dtpnet_pruned_fast.pt",  # previous default: pruned, D = 64, 0.27 M params

@@ -32,8 +32,8 @@ def test_the_default_is_the_pruned_real_scene_student():
     # best step 7000 (56k) and the pruned fine-tune to its best step 8000 (64k) at 128x256, then
     # pruned_s2 to step 2025 (16.2k), pruned_s3 to its best step 2000 (16k) and pruned_s4 to its
     # best (and last) step 3200 (25.6k) at 256x512
-    assert [t["samples_seen"] for t in card["training"]] == [56_000, 64_000, 16_200, 16_000,
-                                                              25_600]
+    samples = [t["samples_seen"] for t in card["training"]]
+    assert samples == [56_000, 64_000, 16_200, 16_000, 25_600]
     assert [t.get("steps_used", t.get("steps_done")) for t in card["training"]] == [
         7000, 8000, 2025, 2000, 3200]
     assert [tuple(t["crop"]) for t in card["training"]][2:] == [(256, 512)] * 3
