@@ -192,6 +192,16 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s4=models/dtpnet_real_pruned
 $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s4.pt --name dtpnet_real_pruned_s4 --refresh \
   --speed docs/results/sgbm-speed-640x480-pruned-s4.json
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
+# Stage 5 (session 9; 2000 steps; resumable) and its evaluation (session 10).
+bash scripts/train_real.sh pruned_s5
+mkdir -p runs/real_pruned_s5/distill && cp models/stages/real_pruned_s5/* runs/real_pruned_s5/distill/
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s5.yaml --stages eval --quiet
+cp runs/real_pruned_s5/eval/results.json docs/results/real-pruned-s5-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s5 models/stages/real_pruned_s5/best.pt \
+  default=models/dtpnet_real_pruned_s4.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s5-x0.25.json \
+  docs/results/real-pruned-s5-x0.5.json docs/results/real-pruned-s5-x1.json \
+  --output docs/results/real-pruned-s5-targets.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM. These two
 # ran with the constant-rate defaults of sessions 6-7 (lr 1.5e-4), spelled out since session 8's
 # cosine default (their JSONs name the variant "default"; --timing-pairs uses the current defaults).
@@ -211,6 +221,11 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.p
   --output docs/results/adapt-ablation-cosine.json
 $bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s3.pt --threads 1 \
   --output docs/results/adapt-proxy-quality.json
+# The same pairs from the stage-4 default (session 9): proxy block size, replay weight, learning rate.
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s4.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
+  --variant blocks3:proxy_blocks=3 --variant replay0.5:synthetic_weight=0.5 --variant lr5e-4:lr=0.0005 \
+  --output docs/results/adapt-ablation-proxy.json
 # Which adaptation losses and settings earn their place (real pairs = validation here). These rows
 # were run with the earlier defaults (lr 5e-5, anchor 1, no replay), spelled out here since the
 # defaults changed; adapt-real-lr5e-5.json is the earlier defaults' main run (same command as above).

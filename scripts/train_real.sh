@@ -7,7 +7,10 @@
 # pipeline stage "distill"); pruned_s3 continues pruned_s2's weights with near and far scenes
 # (configs/real/pruned_s3.yaml, pipeline stage "distill"); pruned_s4 continues pruned_s3 with
 # a second, 128x256 validation split (configs/real/pruned_s4.yaml, "distill"); pruned_s5
-# continues pruned_s4 with a new scene seed (configs/real/pruned_s5.yaml, "distill"); prune is
+# continues pruned_s4 with a new scene seed (configs/real/pruned_s5.yaml, "distill"); pruned_s6
+# continues pruned_s5 at a lower learning rate (configs/real/pruned_s6.yaml, "distill"); teacher
+# trains the wide 2D teacher of configs/real/dtp_real.yaml (pipeline stage "teacher", state in
+# runs/dtp_real, kept in models/stages/dtp_real/teacher); prune is
 # distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
 # pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped);
 # claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
@@ -20,7 +23,7 @@
 # (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|prune|claims-ROW [--save | dtp-train args]}
+stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|teacher|prune|claims-ROW [--save | dtp-train args]}
 shift
 runs=$root/runs/real_$stage
 keep=$root/models/stages/real_$stage
@@ -29,7 +32,11 @@ l1_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quart
 kl_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: kl, weight: 1.0}]'
 case $stage in
   s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
-  pruned_s2|pruned_s3|pruned_s4|pruned_s5) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
+  pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
+  teacher)
+    cfg=$root/configs/real/dtp_real.yaml; steps="teacher"
+    runs=$root/runs/dtp_real
+    keep=$root/models/stages/dtp_real ;;
   prune) cfg=$root/configs/real/prune_s1.yaml; steps="prune finetune eval export" ;;
   claims-*)
     row=${stage#claims-}
@@ -51,7 +58,7 @@ case $stage in
            "single, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
-  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, prune or claims-<row>)" >&2; exit 2 ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, teacher, prune or claims-<row>)" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
 files="last.pt best.pt metrics.csv summary.json results.json export.json"
@@ -60,7 +67,7 @@ kept() {  # the committed folder of pipeline stage $1
 }
 done_marker() {  # the file whose presence means pipeline stage $1 finished
   case $1 in
-    distill|finetune) echo summary.json ;;
+    teacher|distill|finetune) echo summary.json ;;
     prune) echo best.pt ;;
     eval) echo results.json ;;
     export) echo export.json ;;
