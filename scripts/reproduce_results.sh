@@ -202,6 +202,34 @@ bash scripts/eval_real.sh docs/results/real-pruned-s5 models/stages/real_pruned_
 $bin/python benchmarks/real_table.py docs/results/real-pruned-s5-x0.25.json \
   docs/results/real-pruned-s5-x0.5.json docs/results/real-pruned-s5-x1.json \
   --output docs/results/real-pruned-s5-targets.json
+# Stage 6 (session 10; 1200 steps; resumable), its evaluation, shipped as the runtime default, its speed
+# (twice, stage 4's weights between; nothing else running) and the main job.
+bash scripts/train_real.sh pruned_s6
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s6.yaml --stages eval --quiet
+cp runs/real_pruned_s6/eval/results.json docs/results/real-pruned-s6-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s6 models/stages/real_pruned_s6/best.pt \
+  default=models/dtpnet_real_pruned_s4.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s6-x0.25.json \
+  docs/results/real-pruned-s6-x0.5.json docs/results/real-pruned-s6-x1.json \
+  --output docs/results/real-pruned-s6-targets.json
+$bin/python scripts/ship_model.py models/stages/real_pruned_s6/best.pt \
+  --eval docs/results/real-pruned-s6-eval.json --stage distill --name dtpnet_real_pruned_s6 \
+  --inherit-training models/dtpnet_real_pruned_s4.json \
+  --stage-dirs models/stages/real_pruned_s5=configs/real/pruned_s5.yaml \
+  models/stages/real_pruned_s6=configs/real/pruned_s6.yaml \
+  --steps-used models/stages/real_pruned_s5=1000 \
+  --real docs/results/real-pruned-s6-x0.25.json docs/results/real-pruned-s6-x0.5.json \
+  docs/results/real-pruned-s6-x1.json \
+  --description "Real-scene student distilled then pruned (0.30 M params, D = 192), then trained on fresh near-and-far synthetic scenes at 256x512 in five more stages (stage 6: lr 5e-5, seed 17, 1200 steps)"
+$bin/python benchmarks/sgbm_speed.py --model pruned_s6=models/dtpnet_real_pruned_s6.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s6.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s4=models/dtpnet_real_pruned_s4.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s4-session10.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s6=models/dtpnet_real_pruned_s6.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s6-run2.json
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned_s6.pt --name dtpnet_real_pruned_s6 --refresh \
+  --speed docs/results/sgbm-speed-640x480-pruned-s6.json
+bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM. These two
 # ran with the constant-rate defaults of sessions 6-7 (lr 1.5e-4), spelled out since session 8's
 # cosine default (their JSONs name the variant "default"; --timing-pairs uses the current defaults).
