@@ -28,17 +28,20 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks.adapt_real's pair l
 
 
 def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
-                 d_max: int, block_sizes: Sequence[int] = (5,)) -> Dict[str, float]:
-    """Proxy-label coverage and accuracy, and the model's errors on and off them (%, px)."""
+                 d_max: int, block_sizes: Sequence[int] = (5,), proxy: str = "sgbm",
+                 teacher=None) -> Dict[str, float]:
+    """Proxy-label coverage and accuracy, and the model's errors on and off them (%, px);
+    ``proxy`` and ``teacher`` as adapt's (``training.adapt.pair_proxy``)."""
     from dtp_stereo.backends.torch_backend import TorchBackend
     from dtp_stereo.metrics import valid_mask
     from dtp_stereo.pipeline import StereoPipeline
-    from training.adapt import fitted_proxy_range, proxy_labels
+    from training.adapt import fitted_proxy_range, pair_proxy
 
     # one forward pass: the model's disparity fits adapt's SGBM range and is scored below
     pred = StereoPipeline(TorchBackend(model, fuse_bn=False))(left, right)
     search = fitted_proxy_range(pred, d_max)
-    labels, conf = proxy_labels(left, right, search, block_sizes=block_sizes)
+    labels, conf = pair_proxy(proxy, left, right, d_max, block_sizes=block_sizes,
+                              sgbm_range=search, teacher=teacher)
     valid = valid_mask(gt, d_max)
     covered = conf.astype(bool) & valid
     uncovered = valid & ~covered
@@ -66,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from dtp_stereo.checkpoint import load_model
     from dtp_stereo.data.real_pairs import scale_pair
     from dtp_stereo.tools.bench import write_report
-    from training.adapt import AdaptCfg
+    from training.adapt import PROXY_SOURCES, AdaptCfg, load_proxy_teacher
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="default", help="starting model (name or file)")
@@ -76,8 +79,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--proxy-blocks", nargs="+", default=None, metavar="B[+B...]",
                    help="SGBM block-size sets to compare, e.g. 5 3 3+5+7 (default: adapt's)")
+    p.add_argument("--proxy", nargs="+", default=["sgbm"],
+                   choices=[s for s in PROXY_SOURCES if s != "none"],
+                   help="proxy sources to compare (default: sgbm)")
+    p.add_argument("--proxy-teacher", default="", help="the teacher of the teacher proxies")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
+    if any("teacher" in s for s in args.proxy) != bool(args.proxy_teacher):
+        p.error("--proxy-teacher is needed by, and only by, the teacher proxies")
+    teacher = load_proxy_teacher(args.proxy_teacher) if args.proxy_teacher else None
     torch.set_num_threads(args.threads)
     model, ckpt = load_model(resolve_model(args.checkpoint))
     model.eval()
@@ -91,13 +101,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         _, _, left, right, gt = _load(args.root, spec)
         if left.shape[1] > max_width:  # as adapt scales it (INTER_AREA), the GT with it
             left, right, gt = scale_pair(left, right, gt, max_width / left.shape[1])
-        for blocks in block_sets:
-            key = spec if len(block_sets) == 1 else f"{spec} blocks {'+'.join(map(str, blocks))}"
-            rows[key] = pair_quality(model, left, right, gt, int(ckpt.max_disparity), blocks)
-            print(key, {k: round(v, 2) if isinstance(v, float) else v
-                        for k, v in rows[key].items()}, flush=True)
+        for proxy in args.proxy:
+            for blocks in block_sets:
+                key = spec
+                if len(block_sets) > 1:
+                    key += f" blocks {'+'.join(map(str, blocks))}"
+                if len(args.proxy) > 1:
+                    key += f" proxy {proxy}"
+                rows[key] = pair_quality(model, left, right, gt, int(ckpt.max_disparity), blocks,
+                                         proxy, teacher)
+                print(key, {k: round(v, 2) if isinstance(v, float) else v
+                            for k, v in rows[key].items()}, flush=True)
     if args.output:
         write_report(str(args.output), {"checkpoint": args.checkpoint, "pairs": rows,
+                                        "proxy_teacher": args.proxy_teacher or None,
                                         "note": "analysis of evaluation data (real pairs); "
                                                 "adapt never sees the ground truth"},
                      threads=args.threads, script="benchmarks/proxy_quality.py", argv=argv)

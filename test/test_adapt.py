@@ -17,7 +17,8 @@ from dtp_stereo.data.synthetic import SyntheticStereo
 from dtp_stereo.models import build_model
 from dtp_test_utils import tiny_dtpnet_config
 from training.adapt import (AdaptCfg, AdaptError, adapt, load_bag_pairs, load_folder_pairs,
-                            photometric_loss, proxy_labels, smoothness_loss, warp_right_to_left)
+                            lr_consistent, merge_labels, photometric_loss, proxy_labels,
+                            smoothness_loss, teacher_labels, warp_right_to_left)
 from training.cli import main
 
 H, W = 64, 128
@@ -278,3 +279,63 @@ def test_cosine_schedule_and_unlabelled_anchor(student, tmp_path):
         AdaptCfg(anchor_on="some")
     with pytest.raises(AdaptError, match="needs the proxy labels"):
         AdaptCfg(anchor_on="unlabelled", proxy="none")
+
+
+def test_lr_consistency_keeps_matches_whose_right_view_agrees():
+    disp_l = np.full((8, 32), 4.0, np.float32)
+    disp_r = np.full((8, 32), 4.0, np.float32)
+    disp_r[:, 10:14] = 9.0  # the right view disagrees at x - d in 10..13, so at x in 14..17
+    label, conf = lr_consistent(disp_l, disp_r, 192, 1.0)
+    assert not conf[:, :4].any()  # the match x - 4 falls left of the right image
+    assert not conf[:, 14:18].any() and conf[:, 4:14].all() and conf[:, 18:].all()
+    assert np.array_equal(label, np.where(conf > 0, 4.0, 0.0))
+    disp_l[0, 20] = np.nan  # no match: never confident
+    assert lr_consistent(disp_l, disp_r, 192, 1.0)[1][0, 20] == 0
+    assert not lr_consistent(disp_l, disp_r, 4, 1.0)[1].any()  # d must be below the range
+
+
+def test_merge_labels_prefers_the_first_source_and_fills_from_the_second():
+    first = (np.array([[1.0, 0.0, 0.0]], np.float32), np.array([[1.0, 0.0, 0.0]], np.float32))
+    second = (np.array([[7.0, 2.0, 0.0]], np.float32), np.array([[1.0, 1.0, 0.0]], np.float32))
+    label, conf = merge_labels(first, second)
+    assert label.tolist() == [[1.0, 2.0, 0.0]] and conf.tolist() == [[1.0, 1.0, 0.0]]
+
+
+def test_teacher_proxy_labels_cover_what_sgbm_leaves_and_are_checked(student, tmp_path):
+    """proxy=teacher takes a frozen network's left-right-consistent disparity; sgbm+teacher
+    keeps SGBM's labels and adds the teacher's where SGBM has none; a teacher is required by
+    (and only by) the teacher proxies, and a missing one is named."""
+    s = SyntheticStereo(height=H, width=W, max_disparity=24, seed=3).sample(0)
+    net, _ = load_model(student)
+    label, conf = teacher_labels(net.eval(), s["left"], s["right"], 32)
+    assert label.shape == conf.shape == (H, W) and set(np.unique(conf)) <= {0.0, 1.0}
+    assert not label[conf == 0].any()
+    pairs = load_folder_pairs(_write_pairs(tmp_path / "pairs", n=2))
+    cover = {}
+    for proxy in ("sgbm", "teacher", "sgbm+teacher"):
+        cfg = AdaptCfg(steps=1, batch_size=1, crop=(64, 96), synthetic_weight=0.0, proxy=proxy,
+                       proxy_teacher=str(student) if "teacher" in proxy else "")
+        summary = adapt(student, pairs, tmp_path / f"{proxy.replace('+', '_')}.pt", cfg,
+                        progress=False, tensorboard=False)
+        cover[proxy] = summary["proxy_coverage"]
+        assert "proxy" in summary["final_losses"]
+    assert cover["sgbm+teacher"] >= max(cover["sgbm"], cover["teacher"]) - 1e-6
+    settings = load_checkpoint(tmp_path / "sgbm_teacher.pt").provenance["adapt"]["settings"]
+    assert settings["proxy"] == "sgbm+teacher" and settings["proxy_teacher"] == str(student)
+    with pytest.raises(AdaptError, match="proxy_teacher"):
+        AdaptCfg(proxy="teacher")
+    with pytest.raises(AdaptError, match="proxy_teacher"):
+        AdaptCfg(proxy="sgbm", proxy_teacher=str(student))
+    with pytest.raises(AdaptError, match="proxy must be one of"):
+        AdaptCfg(proxy="gwcnet")
+    missing = AdaptCfg(steps=1, batch_size=1, crop=(64, 96), proxy="teacher",
+                       proxy_teacher=str(tmp_path / "no_teacher.pt"))
+    with pytest.raises(AdaptError, match="no_teacher.pt"):
+        adapt(student, pairs, tmp_path / "m.pt", missing, progress=False, tensorboard=False)
+    rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(tmp_path / "pairs"),
+               "--output", str(tmp_path / "cli.pt"), "--steps", "1", "--batch-size", "1",
+               "--crop", "64x96", "--quiet", "--threads", "1", "--proxy", "teacher",
+               "--proxy-teacher", str(student), "--synthetic-weight", "0"])
+    assert rc == 0
+    assert load_checkpoint(tmp_path / "cli.pt").provenance["adapt"]["settings"]["proxy"] == \
+        "teacher"

@@ -7,6 +7,10 @@ name) or from a rosbag2 (two image topics, exact stamps). Losses, each switchabl
   "Unsupervised adaptation for deep stereo"): SGBM's own uniqueness test and speckle filter,
   plus an explicit left-right consistency check (the right-view SGBM disparity, warped, must
   agree within ``lr_check_px``); L1 on the pixels that pass, weighted by that confidence.
+  Or from a frozen **teacher** network (``proxy="teacher"``, ``proxy_teacher`` a checkpoint): its
+  disparity on the pair, kept where it agrees with its own right-view disparity (the mirrored
+  pair) within ``lr_check_px``; ``"sgbm+teacher"`` takes SGBM's label where SGBM has one and the
+  teacher's elsewhere, so the pixels SGBM leaves empty are taught too.
 - **photometric** -- the left image rebuilt from the right one warped by the predicted
   disparity, ``0.85·(1 - SSIM)/2 + 0.15·L1`` (Godard et al., CVPR 2017; MADNet, CVPR 2019),
   on pixels whose match lies inside the right image and where the warp explains the left image
@@ -51,11 +55,13 @@ from dtp_stereo.files import atomic_path
 from dtp_stereo.preprocess import image_to_tensor
 from training.losses import disparity_loss
 
-__all__ = ["AdaptCfg", "AdaptError", "StereoPairs", "adapt", "learning_rate",
-           "load_bag_pairs", "load_folder_pairs", "photometric_loss", "proxy_labels",
-           "smoothness_loss", "warp_right_to_left"]
+__all__ = ["AdaptCfg", "AdaptError", "PROXY_SOURCES", "StereoPairs", "adapt", "learning_rate",
+           "load_bag_pairs", "load_folder_pairs", "load_proxy_teacher", "lr_consistent",
+           "merge_labels", "pair_proxy", "photometric_loss", "proxy_labels", "smoothness_loss",
+           "teacher_labels", "warp_right_to_left"]
 
 _LOG = logging.getLogger(__name__)
+PROXY_SOURCES = ("sgbm", "teacher", "sgbm+teacher", "none")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
@@ -73,7 +79,9 @@ class AdaptCfg:
     batch_size: int = 2  # crops per step
     crop: Tuple[int, int] = (256, 320)  # (H, W) of the random crops, pixels (smaller: whole)
     max_width: int = 640  # images wider than this are scaled down first (aspect kept), px
-    proxy: str = "sgbm"  # proxy labels: "sgbm" or "none"
+    proxy: str = "sgbm"  # proxy labels: "sgbm", "teacher", "sgbm+teacher" or "none"
+    # the teacher of the "teacher" proxies: a checkpoint path or an operating-point name
+    proxy_teacher: str = ""
     proxy_weight: float = 1.0
     photometric_weight: float = 1.0
     smoothness_weight: float = 0.1
@@ -97,8 +105,13 @@ class AdaptCfg:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.proxy not in ("sgbm", "none"):
-            raise AdaptError(f"adapt: proxy must be sgbm or none, got {self.proxy!r}")
+        if self.proxy not in PROXY_SOURCES:
+            raise AdaptError(f"adapt: proxy must be one of {', '.join(PROXY_SOURCES)}, got "
+                             f"{self.proxy!r}")
+        if ("teacher" in self.proxy) != bool(self.proxy_teacher):
+            raise AdaptError("adapt: proxy_teacher (a checkpoint) is needed by, and only by, "
+                             f"the teacher proxies; proxy={self.proxy!r}, "
+                             f"proxy_teacher={self.proxy_teacher!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise AdaptError(f"adapt: lr_schedule must be constant or cosine, got "
                              f"{self.lr_schedule!r}")
@@ -106,11 +119,11 @@ class AdaptCfg:
             raise AdaptError(f"adapt: anchor_on must be all or unlabelled, got "
                              f"{self.anchor_on!r}")
         if self.anchor_on == "unlabelled" and (self.proxy == "none" or self.proxy_weight == 0):
-            raise AdaptError("adapt: anchor_on=unlabelled needs the proxy labels (proxy sgbm, "
-                             "proxy_weight > 0)")
+            raise AdaptError("adapt: anchor_on=unlabelled needs the proxy labels (proxy not "
+                             "none, proxy_weight > 0)")
         weights = (self.proxy_weight, self.photometric_weight, self.smoothness_weight,
                    self.anchor_weight, self.synthetic_weight)
-        if min(weights) < 0 or (self.proxy_weight if self.proxy == "sgbm" else 0) \
+        if min(weights) < 0 or (self.proxy_weight if self.proxy != "none" else 0) \
                 + self.photometric_weight <= 0:
             raise AdaptError("adapt: weights must be >= 0, and the proxy or the photometric "
                              "loss must be on (something has to teach the network the scene)")
@@ -273,7 +286,15 @@ def _lr_checked_sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int,
     disp_r = sgbm_disparity(np.ascontiguousarray(right[:, ::-1]),
                             np.ascontiguousarray(left[:, ::-1]), max_disparity, fill=False,
                             block_size=block_size)
-    disp_r = disp_r[:, ::-1]
+    return lr_consistent(disp_l, disp_r[:, ::-1], max_disparity, lr_check_px)
+
+
+def lr_consistent(disp_l: np.ndarray, disp_r: np.ndarray, max_disparity: int,
+                  lr_check_px: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Left-right check of a left-view disparity ``disp_l`` against the right view's
+    ``disp_r`` (H×W each, pixels, NaN = no match): the label and a 0/1 confidence (float32),
+    confident where the right-view disparity at the match ``x - d`` lies within
+    ``lr_check_px`` of ``d`` and ``d < max_disparity``."""
     h, w = disp_l.shape
     xs = np.arange(w, dtype=np.float32)[None, :].repeat(h, 0)
     target = np.round(xs - np.nan_to_num(disp_l, nan=-1e6)).astype(np.int64)
@@ -285,6 +306,31 @@ def _lr_checked_sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int,
         ok = inside & np.isfinite(back) & (np.abs(back - disp_l) <= lr_check_px) \
             & (disp_l < max_disparity)
     return np.where(ok, disp_l, 0.0).astype(np.float32), ok.astype(np.float32)
+
+
+def teacher_labels(teacher: nn.Module, left: np.ndarray, right: np.ndarray,
+                   max_disparity: int, lr_check_px: float = 1.0
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """A frozen network's disparity and a 0/1 confidence (H×W float32 each) for one uint8 RGB
+    pair: its left-view disparity, kept where its right-view disparity (the network on the
+    mirrored pair, mirrored back) agrees within ``lr_check_px`` pixels (:func:`lr_consistent`)."""
+    from dtp_stereo.backends.torch_backend import TorchBackend
+    from dtp_stereo.pipeline import StereoPipeline
+
+    pipeline = StereoPipeline(TorchBackend(teacher, fuse_bn=False))
+    disp_l = pipeline(left, right).astype(np.float32)
+    disp_r = pipeline(np.ascontiguousarray(right[:, ::-1]),
+                      np.ascontiguousarray(left[:, ::-1]))[:, ::-1].astype(np.float32)
+    return lr_consistent(disp_l, disp_r, max_disparity, lr_check_px)
+
+
+def merge_labels(first: Tuple[np.ndarray, np.ndarray],
+                 second: Tuple[np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(label, confidence) pairs merged: ``first``'s label where it is confident, ``second``'s
+    where only it is, no label elsewhere."""
+    use_first = first[1] > 0
+    label = np.where(use_first, first[0], np.where(second[1] > 0, second[0], 0.0))
+    return label.astype(np.float32), np.maximum(first[1], second[1]).astype(np.float32)
 
 
 def warp_right_to_left(right: Tensor, disparity: Tensor) -> Tuple[Tensor, Tensor]:
@@ -374,6 +420,50 @@ def _proxy_range(cfg: AdaptCfg, reference: nn.Module, left: np.ndarray, right: n
     return fitted_proxy_range(disparity, d_max)
 
 
+def pair_proxy(proxy: str, left: np.ndarray, right: np.ndarray, d_max: int,
+               lr_check_px: float = 1.0, block_sizes: Sequence[int] = (5,),
+               sgbm_range: Optional[int] = None, teacher: Optional[nn.Module] = None
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """One pair's (label, confidence), H×W float32 each, from ``proxy``'s sources: SGBM over
+    ``sgbm_range`` pixels (default ``d_max``), the frozen ``teacher`` network, or SGBM with the
+    teacher where SGBM has no label (:func:`merge_labels`); see :class:`AdaptCfg`."""
+    if proxy not in PROXY_SOURCES or proxy == "none":
+        raise AdaptError(f"adapt: no proxy labels from {proxy!r}")
+    if "teacher" in proxy and teacher is None:
+        raise AdaptError(f"adapt: proxy {proxy!r} needs a teacher network")
+    sgbm = proxy_labels(left, right, sgbm_range or d_max, lr_check_px, block_sizes) \
+        if "sgbm" in proxy else None
+    taught = teacher_labels(teacher, left, right, d_max, lr_check_px) \
+        if teacher is not None and "teacher" in proxy else None
+    if sgbm is not None and taught is not None:
+        return merge_labels(sgbm, taught)
+    return sgbm if sgbm is not None else taught  # type: ignore[return-value]
+
+
+def load_proxy_teacher(spec: str) -> nn.Module:
+    """The frozen teacher network of the teacher proxies (a checkpoint file or an
+    operating-point name), in eval mode."""
+    from dtp_stereo.assets import resolve_model
+
+    try:
+        net, _ = load_model(resolve_model(spec))
+    except (FileNotFoundError, ValueError) as exc:
+        raise AdaptError(f"adapt: proxy_teacher {spec!r}: {exc}") from None
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def _proxies(cfg: AdaptCfg, reference: nn.Module, left_imgs: Sequence[np.ndarray],
+             right_imgs: Sequence[np.ndarray], d_max: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Each pair's (label, confidence) from ``cfg.proxy``'s sources (:func:`pair_proxy`)."""
+    teacher = load_proxy_teacher(cfg.proxy_teacher) if "teacher" in cfg.proxy else None
+    with torch.inference_mode():
+        return [pair_proxy(cfg.proxy, a, b, d_max, cfg.lr_check_px, cfg.proxy_blocks,
+                           _proxy_range(cfg, reference, a, b, d_max) if "sgbm" in cfg.proxy
+                           else None, teacher) for a, b in zip(left_imgs, right_imgs)]
+
+
 def fitted_proxy_range(disparity: np.ndarray, d_max: int) -> int:
     """SGBM range fitted to a model's H×W disparity (pixels): 1.25 × its 99th percentile,
     rounded up to 16, at least 16 and at most ``d_max``."""
@@ -419,10 +509,8 @@ def adapt(checkpoint: Path, pairs: StereoPairs, output: Path, cfg: AdaptCfg = Ad
     left_imgs, right_imgs = _downscale(pairs, cfg.max_width)
     h, w = left_imgs[0].shape[:2]
     proxies = None
-    if cfg.proxy == "sgbm" and cfg.proxy_weight > 0:
-        proxies = [proxy_labels(a, b, _proxy_range(cfg, reference, a, b, d_max),
-                                cfg.lr_check_px, cfg.proxy_blocks)
-                   for a, b in zip(left_imgs, right_imgs)]
+    if cfg.proxy != "none" and cfg.proxy_weight > 0:
+        proxies = _proxies(cfg, reference, left_imgs, right_imgs, d_max)
     coverage = (float(np.mean([c.mean() for _, c in proxies])) if proxies else None)
     settings = asdict(cfg)
     digests = pairs.digests()  # hashed once: resume check, resume states, provenance

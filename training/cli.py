@@ -97,7 +97,7 @@ def _textures(argv: Sequence[str]) -> int:
 
 
 def _adapt_parser() -> argparse.ArgumentParser:
-    from training.adapt import AdaptCfg
+    from training.adapt import PROXY_SOURCES, AdaptCfg
 
     d = AdaptCfg()
     p = argparse.ArgumentParser(
@@ -128,8 +128,12 @@ def _adapt_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", default=f"{d.crop[0]}x{d.crop[1]}", help="HxW crops (%(default)s)")
     p.add_argument("--max-width", type=int, default=d.max_width,
                    help="scale wider images down to this width first, px (%(default)s)")
-    p.add_argument("--proxy", choices=("sgbm", "none"), default=d.proxy,
-                   help="proxy-label source (%(default)s)")
+    p.add_argument("--proxy", choices=PROXY_SOURCES, default=d.proxy,
+                   help="proxy-label source: SGBM, a frozen teacher network (--proxy-teacher), "
+                   "SGBM with the teacher where SGBM has no label, or none (%(default)s)")
+    p.add_argument("--proxy-teacher", default=d.proxy_teacher,
+                   help="the teacher of --proxy teacher / sgbm+teacher: a checkpoint file or "
+                   "an operating-point name")
     for name in ("proxy", "photometric", "smoothness", "anchor", "synthetic"):
         p.add_argument(f"--{name}-weight", type=float, default=getattr(d, f"{name}_weight"),
                        help=f"weight of the {name} loss, 0 = off (%(default)s)")
@@ -176,7 +180,8 @@ def _adapt(argv: Sequence[str]) -> int:
                        smoothness_weight=args.smoothness_weight,
                        anchor_weight=args.anchor_weight, anchor_on=args.anchor_on,
                        synthetic_weight=args.synthetic_weight, lr_check_px=args.lr_check_px,
-                       proxy_blocks=_block_sizes(args.proxy_blocks), seed=args.seed)
+                       proxy_blocks=_block_sizes(args.proxy_blocks),
+                       proxy_teacher=args.proxy_teacher, seed=args.seed)
         checkpoint = resolve_model(args.checkpoint)
         if args.threads > 0:
             torch.set_num_threads(args.threads)
