@@ -254,6 +254,12 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s4.p
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
   --variant blocks3:proxy_blocks=3 --variant replay0.5:synthetic_weight=0.5 --variant lr5e-4:lr=0.0005 \
   --output docs/results/adapt-ablation-proxy.json
+# What the proxy labels could teach the stage-6 default: block sizes, and a network teacher (session 10).
+$bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s6.pt --threads 1 \
+  --proxy-blocks 5 3 3+5+7 --output docs/results/adapt-proxy-quality-blocks.json
+$bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s6.pt --threads 1 \
+  --proxy sgbm teacher sgbm+teacher --proxy-teacher real_s1 \
+  --output docs/results/adapt-proxy-quality-teacher-real-s1.json
 # Which adaptation losses and settings earn their place (real pairs = validation here). These rows
 # were run with the earlier defaults (lr 5e-5, anchor 1, no replay), spelled out here since the
 # defaults changed; adapt-real-lr5e-5.json is the earlier defaults' main run (same command as above).
