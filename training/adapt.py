@@ -41,7 +41,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -281,12 +281,20 @@ def proxy_labels(left: np.ndarray, right: np.ndarray, max_disparity: int,
 def _lr_checked_sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int,
                      lr_check_px: float, block_size: int) -> Tuple[np.ndarray, np.ndarray]:
     """One block size's SGBM labels and their left-right-consistency mask (see proxy_labels)."""
-    disp_l = sgbm_disparity(left, right, max_disparity, fill=False, block_size=block_size)
-    # the right view's disparity: SGBM on the mirrored pair, mirrored back
-    disp_r = sgbm_disparity(np.ascontiguousarray(right[:, ::-1]),
-                            np.ascontiguousarray(left[:, ::-1]), max_disparity, fill=False,
-                            block_size=block_size)
-    return lr_consistent(disp_l, disp_r[:, ::-1], max_disparity, lr_check_px)
+    return _lr_checked(lambda a, b: sgbm_disparity(a, b, max_disparity, fill=False,
+                                                   block_size=block_size),
+                       left, right, max_disparity, lr_check_px)
+
+
+def _lr_checked(disparity_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                left: np.ndarray, right: np.ndarray, max_disparity: int,
+                lr_check_px: float) -> Tuple[np.ndarray, np.ndarray]:
+    """A matcher's left-view disparity, checked against its right-view disparity (the matcher
+    on the mirrored pair, mirrored back) by :func:`lr_consistent`."""
+    disp_l = disparity_of(left, right).astype(np.float32)
+    disp_r = disparity_of(np.ascontiguousarray(right[:, ::-1]),
+                          np.ascontiguousarray(left[:, ::-1]))[:, ::-1].astype(np.float32)
+    return lr_consistent(disp_l, disp_r, max_disparity, lr_check_px)
 
 
 def lr_consistent(disp_l: np.ndarray, disp_r: np.ndarray, max_disparity: int,
@@ -318,10 +326,7 @@ def teacher_labels(teacher: nn.Module, left: np.ndarray, right: np.ndarray,
     from dtp_stereo.pipeline import StereoPipeline
 
     pipeline = StereoPipeline(TorchBackend(teacher, fuse_bn=False))
-    disp_l = pipeline(left, right).astype(np.float32)
-    disp_r = pipeline(np.ascontiguousarray(right[:, ::-1]),
-                      np.ascontiguousarray(left[:, ::-1]))[:, ::-1].astype(np.float32)
-    return lr_consistent(disp_l, disp_r, max_disparity, lr_check_px)
+    return _lr_checked(pipeline, left, right, max_disparity, lr_check_px)
 
 
 def merge_labels(first: Tuple[np.ndarray, np.ndarray],
@@ -434,7 +439,7 @@ def pair_proxy(proxy: str, left: np.ndarray, right: np.ndarray, d_max: int,
     sgbm = proxy_labels(left, right, sgbm_range or d_max, lr_check_px, block_sizes) \
         if "sgbm" in proxy else None
     taught = teacher_labels(teacher, left, right, d_max, lr_check_px) \
-        if teacher is not None and "teacher" in proxy else None
+        if "teacher" in proxy else None
     if sgbm is not None and taught is not None:
         return merge_labels(sgbm, taught)
     return sgbm if sgbm is not None else taught  # type: ignore[return-value]
