@@ -2,6 +2,7 @@
 # Evaluate checkpoints on every real pair with ground truth found here, with OpenCV SGBM (raw and
 # hole-filled, same disparity range) in the same run, at several scales.
 #   bash scripts/eval_real.sh OUT_PREFIX CKPT [LABEL=CKPT ...]
+# (env: LABEL names CKPT's rows, default student; SCALES, default "0.25 0.5 1"; THREADS, default 2)
 # Every SGBM row is in the JSON (comparison.sgbm_raw / sgbm_filled and *_<range>).
 # writes OUT_PREFIX-x<scale>.json and OUT_PREFIX-x<scale>.png for scales 0.25, 0.5 and 1 (of the
 # stored sizes: Aloe 1282x1110, Motorcycle 741x500, the Middlebury 2014 quarter size).
@@ -33,7 +34,7 @@ for scale in ${SCALES:-0.25 0.5 1}; do
   ranges=()
   for r in ${fitted[$scale]:-}; do ranges+=(--sgbm-range "$r"); done
   .venv/bin/dtp-stereo eval --dataset middlebury2014 --root "$data" --split all \
-    --checkpoint "$main" --label student "${also[@]}" --with-sgbm "${ranges[@]}" --scale "$scale" \
+    --checkpoint "$main" --label "${LABEL:-student}" "${also[@]}" --with-sgbm "${ranges[@]}" --scale "$scale" \
     --threads "${THREADS:-2}" --warmup 1 --figure "$prefix-x$scale.png" \
     --output "$prefix-x$scale.json"
 done

@@ -230,7 +230,7 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s6=models/dtpnet_real_pruned
 $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s6.pt --name dtpnet_real_pruned_s6 --refresh \
   --speed docs/results/sgbm-speed-640x480-pruned-s6.json
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
-# The wide 2D teacher (session 10; resumable: cut at step 6250 of 8000) and its real pairs so far.
+# The wide 2D teacher (sessions 10-11; resumable) and its real pairs at step 6000 (session 10).
 bash scripts/train_real.sh teacher
 for scale in 0.25 0.5; do
   $bin/dtp-stereo eval --dataset middlebury2014 --root data/real --split all \
@@ -238,6 +238,11 @@ for scale in 0.25 0.5; do
     --also default=models/dtpnet_real_pruned_s6.pt --also real_s1=models/dtpnet_real.pt --with-sgbm \
     --scale $scale --threads 2 --output docs/results/teacher-partial-x$scale.json
 done
+# The finished teacher (session 11; 8000 steps, best.pt at step 8000) at all three scales.
+LABEL=teacher bash scripts/eval_real.sh docs/results/teacher models/stages/dtp_real/teacher/best.pt \
+  default=models/dtpnet_real_pruned_s6.pt
+# Teacher stage 2 at 256x512 (session 11; resumable) and its real pairs.
+bash scripts/train_real.sh teacher_s2
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM. These two
 # ran with the constant-rate defaults of sessions 6-7 (lr 1.5e-4), spelled out since session 8's
 # cosine default (their JSONs name the variant "default"; --timing-pairs uses the current defaults).
