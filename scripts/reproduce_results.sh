@@ -243,6 +243,25 @@ LABEL=teacher bash scripts/eval_real.sh docs/results/teacher models/stages/dtp_r
   default=models/dtpnet_real_pruned_s6.pt
 # Teacher stage 2 at 256x512 (session 11; resumable) and its real pairs.
 bash scripts/train_real.sh teacher_s2
+LABEL=teacher_s2 bash scripts/eval_real.sh docs/results/teacher-s2 models/stages/real_teacher_s2/best.pt \
+  default=models/dtpnet_real_pruned_s6.pt teacher=models/stages/dtp_real/teacher/best.pt
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/teacher_s2.yaml --stages eval --quiet
+cp runs/real_teacher_s2/eval/results.json docs/results/real-teacher-s2-eval.json
+# What its labels could teach the stage-6 default in adaptation (analysis of evaluation data).
+$bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s6.pt --threads 2 \
+  --proxy sgbm teacher sgbm+teacher --proxy-teacher models/stages/real_teacher_s2/best.pt \
+  --output docs/results/adapt-proxy-quality-teacher-s2.json
+# Stage 7: the stage-6 default distilled from the stage-2 teacher (GT + DTP logits L1).
+bash scripts/train_real.sh pruned_s7
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s7.yaml --stages eval --quiet
+cp runs/real_pruned_s7/eval/results.json docs/results/real-pruned-s7-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s7 models/stages/real_pruned_s7/best.pt \
+  default=models/dtpnet_real_pruned_s6.pt
+# Adaptation from the stage-6 default with SGBM labels, and with the teacher filling SGBM's holes.
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s6.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
+  --variant sgbm+teacher:proxy=sgbm+teacher,proxy_teacher=models/stages/real_teacher_s2/best.pt \
+  --output docs/results/adapt-teacher-proxy-s6.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM. These two
 # ran with the constant-rate defaults of sessions 6-7 (lr 1.5e-4), spelled out since session 8's
 # cosine default (their JSONs name the variant "default"; --timing-pairs uses the current defaults).
