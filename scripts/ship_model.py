@@ -164,11 +164,13 @@ def training_summary(specs: List[str], inherit: Optional[str],
     return training_totals(stages)
 
 
-def real_summary(paths: List[str], label: str = "student") -> List[Dict[str, Any]]:
-    """Per-pair EPE / bad-2 of ``label`` and of SGBM (raw, filled) from eval JSONs."""
+def real_summary(paths: List[str]) -> List[Dict[str, Any]]:
+    """Per-pair EPE / bad-2 of each eval JSON's own model (under its ``label``, ``student``
+    unless ``dtp-stereo eval --label`` named it) and of SGBM (raw, filled)."""
     rows = []
     for path in paths:
         rep = json.loads(Path(path).read_text())
+        label = rep.get("label", "student")
         methods = {label: rep, **rep.get("comparison", {})}
         for i, pair in enumerate(rep["per_image"]):
             row = {"pair": pair["name"], "scale": rep["dataset"].get("scale"),
