@@ -65,6 +65,7 @@ OPERATING_POINTS: Dict[str, str] = {
     "real_pruned_s3": "dtpnet_real_pruned_s3.pt",  # the default of sessions 7-8, its parent
     "real_pruned": "dtpnet_real_pruned.pt",  # the default until session 6: same widths, 128x256
     "real_s1": "dtpnet_real.pt",  # the larger operating point: unpruned stage 1, 0.67 M params
+    "real_wide": "dtpnet_real_wide.pt",  # the distillation teacher: wide 2D DTPnet, 2.56 M params
     "real_s2": "dtpnet_real_s2.pt",  # stage 2 cut at 500 of 4000 steps: 256x512, edge refinement
     "legacy_d64": "dtpnet_pruned_fast.pt",  # previous default: pruned, D = 64, 0.27 M params
     "legacy_d64_full": "dtpnet_pruned.pt",  # claim-4 pipeline output (full head), D = 64

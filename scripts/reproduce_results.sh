@@ -247,6 +247,18 @@ LABEL=teacher_s2 bash scripts/eval_real.sh docs/results/teacher-s2 models/stages
   default=models/dtpnet_real_pruned_s6.pt teacher=models/stages/dtp_real/teacher/best.pt
 OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/teacher_s2.yaml --stages eval --quiet
 cp runs/real_teacher_s2/eval/results.json docs/results/real-teacher-s2-eval.json
+# Shipped as the operating point real_wide, with its speed at 640x480.
+$bin/python scripts/ship_model.py models/stages/real_teacher_s2/best.pt \
+  --eval docs/results/real-teacher-s2-eval.json --stage distill --name dtpnet_real_wide \
+  --stage-dirs models/stages/dtp_real/teacher=configs/real/dtp_real.yaml \
+  models/stages/real_teacher_s2=configs/real/teacher_s2.yaml \
+  --real docs/results/teacher-s2-x0.25.json docs/results/teacher-s2-x0.5.json \
+  docs/results/teacher-s2-x1.json \
+  --description "Wide 2D real-scene DTPnet (the distillation teacher: 2.56 M params, D = 192, 32 correlation channels), ground truth only: 8000 steps at 128x256, then 600 at 256x512"
+$bin/python benchmarks/sgbm_speed.py --model real_wide=models/dtpnet_real_wide.pt --size 480x640 \
+  --threads 2 --rounds 10 --output docs/results/sgbm-speed-640x480-real-wide.json
+$bin/python scripts/ship_model.py models/dtpnet_real_wide.pt --name dtpnet_real_wide --refresh \
+  --speed docs/results/sgbm-speed-640x480-real-wide.json
 # What its labels could teach the stage-6 default in adaptation (analysis of evaluation data).
 $bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s6.pt --threads 2 \
   --proxy sgbm teacher sgbm+teacher --proxy-teacher models/stages/real_teacher_s2/best.pt \
