@@ -104,3 +104,17 @@ def test_bad_checkpoint_argument_is_an_error(aloe, fake_data, tmp_path, capsys):
                     "--output-json", str(tmp_path / "a.json")])
     assert rc == 1 and "LABEL=PATH" in capsys.readouterr().err
     assert not (tmp_path / "a.json").exists()
+
+
+def test_error_by_disparity_bins_count_every_known_pixel_once():
+    """bin_errors: each GT-known pixel below the range falls in exactly one bin; EPE / bad-2
+    per bin are those of its pixels; holes (NaN) count as -1 px; bad edges are rejected."""
+    bins_mod = importlib.import_module("benchmarks.error_by_disparity")
+    gt = np.array([[0.0, 10.0, 60.0, 120.0, 191.0, 192.0]], np.float32)  # 0 unknown, 192 out
+    pred = np.array([[5.0, 11.0, 63.0, np.nan, 191.0, 0.0]], np.float32)
+    rows = bins_mod.bin_errors(pred, gt, [0.0, 50.0, 100.0, 150.0, 192.0])
+    assert [r["pixels"] for r in rows] == [1, 1, 1, 1]
+    assert [r["epe"] for r in rows] == pytest.approx([1.0, 3.0, 121.0, 0.0])
+    assert [r["bad_2"] for r in rows] == pytest.approx([0.0, 100.0, 100.0, 0.0])
+    with pytest.raises(ValueError, match="increasing"):
+        bins_mod.bin_errors(pred, gt, [0.0, 0.0])

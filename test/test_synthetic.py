@@ -136,3 +136,32 @@ def test_per_scene_disparity_fraction_gives_near_and_far_scenes():
     assert max(peaks) > 0.2 * 128  # and some far-reaching ones
     with pytest.raises(ValueError, match="min_disparity_fraction"):
         SyntheticStereo(64, 128, 64, max_disparity_fraction=0.3, min_disparity_fraction=0.5)
+
+
+def test_thin_objects_are_long_and_narrow_and_keep_the_geometry_exact():
+    """thin_object_prob draws leaf- and pole-like shapes (half width 3-15 % of the half length);
+    at 0 (default) the scene stream is unchanged; the warp property holds with thin objects."""
+    from dtp_stereo.data.synthetic import _Shape
+
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:400, 0:400].astype(np.float32)
+    for _ in range(20):
+        shape = _Shape(rng, 200.0, 200.0, 60.0, thin=True)
+        assert shape.kind in ("ellipse", "rectangle", "wedge")
+        assert 60.0 <= shape.rx <= 120.0 and shape.ry <= max(1.0, 0.15 * shape.rx)
+        area = float(shape.contains(xs, ys).sum())
+        assert 0 < area <= 4.2 * shape.rx * shape.ry  # a narrow strip, not a blob
+    plain = SyntheticStereo(64, 128, seed=3)
+    zero = SyntheticStereo(64, 128, seed=3, thin_object_prob=0.0)
+    np.testing.assert_array_equal(plain.sample(1)["left"], zero.sample(1)["left"])
+    thin = SyntheticStereo(64, 128, seed=3, thin_object_prob=1.0, noise_std=0.0,
+                           gain_jitter=0.0, bias_jitter=0.0)
+    assert not np.array_equal(plain.sample(1)["disparity"], thin.sample(1)["disparity"])
+    for i in range(3):
+        s = thin.sample(i)
+        noc = s["valid_noc"]
+        err = np.abs(_warp_right_to_left(s["right"], s["disparity"])
+                     - s["left"].astype(np.float32))[noc].mean()
+        assert err < 5.0
+    with pytest.raises(ValueError, match="thin_object_prob"):
+        SyntheticStereo(64, 128, thin_object_prob=1.5)

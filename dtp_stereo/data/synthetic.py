@@ -52,13 +52,23 @@ def split_seed(seed: int, split: Optional[str]) -> int:
 class _Shape:
     """A 2D region in left-image pixel coordinates, evaluated analytically (vectorized)."""
 
-    def __init__(self, rng: np.random.Generator, cx: float, cy: float, radius: float) -> None:
-        self.kind = ("ellipse", "rectangle", "polygon")[int(rng.integers(0, 3))]
+    def __init__(self, rng: np.random.Generator, cx: float, cy: float, radius: float,
+                 thin: bool = False) -> None:
+        """``radius``: half size (pixels). ``thin``: a long, narrow ellipse, rectangle or wedge
+        (a leaf, pole or branch; the wedge tapers from its base at ``u = −rx`` to a point at
+        ``u = rx``): half length ``radius · U(1, 2)``, half width 3–15 % of that and at least
+        1 pixel."""
+        kinds = ("ellipse", "rectangle", "wedge") if thin else ("ellipse", "rectangle", "polygon")
+        self.kind = kinds[int(rng.integers(0, len(kinds)))]
         self.cx, self.cy = cx, cy
         theta = rng.uniform(0.0, math.pi)
         self.cos, self.sin = math.cos(theta), math.sin(theta)
-        self.rx = radius
-        self.ry = radius * rng.uniform(0.45, 1.0)
+        if thin:
+            self.rx = radius * rng.uniform(1.0, 2.0)
+            self.ry = max(1.0, self.rx * rng.uniform(0.03, 0.15))
+        else:
+            self.rx = radius
+            self.ry = radius * rng.uniform(0.45, 1.0)
         if self.kind == "polygon":
             n = int(rng.integers(3, 8))
             angles = np.sort(rng.uniform(0.0, 2 * math.pi, n))
@@ -87,6 +97,8 @@ class _Shape:
         v = dy * self.cos - dx * self.sin
         if self.kind == "ellipse":
             return (u / self.rx) ** 2 + (v / self.ry) ** 2 <= 1.0
+        if self.kind == "wedge":
+            return (np.abs(u) <= self.rx) & (np.abs(v) <= self.ry * (self.rx - u) / self.rx)
         return (np.abs(u) <= self.rx) & (np.abs(v) <= self.ry)
 
 
@@ -196,6 +208,9 @@ class SyntheticStereo(CameraResponse):
         gain_jitter: relative gain difference range between views (e.g. 0.06 = ±6 %).
         bias_jitter: additive bias range per view, grey levels.
         weak_texture_prob: probability that a surface gets a low-contrast texture.
+        thin_object_prob: probability that a foreground object is thin and elongated (leaves,
+            poles, branches: see ``_Shape``); 0 (default) draws none and keeps the output
+            bit-identical to earlier versions.
         texture_fn: optional ``(rng, h, w, weak) -> h×w×3 float32`` (about [0, 255]) called
             instead of the procedural texture for every surface; ``None`` (default) keeps the
             procedural textures (bit-identical output).
@@ -216,6 +231,7 @@ class SyntheticStereo(CameraResponse):
         gain_jitter: float = 0.06,
         bias_jitter: float = 6.0,
         weak_texture_prob: float = 0.1,
+        thin_object_prob: float = 0.0,
         texture_fn: Optional[TextureFn] = None,
     ) -> None:
         if height < 16 or width < 16:
@@ -241,6 +257,10 @@ class SyntheticStereo(CameraResponse):
         self.gain_jitter = float(gain_jitter)
         self.bias_jitter = float(bias_jitter)
         self.weak_texture_prob = float(weak_texture_prob)
+        if not 0.0 <= float(thin_object_prob) <= 1.0:
+            raise ValueError(f"SyntheticStereo: thin_object_prob must be in [0, 1], got "
+                             f"{thin_object_prob}")
+        self.thin_object_prob = float(thin_object_prob)
         self.texture_fn = texture_fn
         self._noise_bank: Optional[np.ndarray] = None
         self.disparity_cap = min(self.max_disparity - 1.0, self.max_disparity_fraction * width)
@@ -309,11 +329,16 @@ class SyntheticStereo(CameraResponse):
         n_obj = int(rng.integers(self.num_objects[0], self.num_objects[1] + 1))
         obj_lo = min(hi + 0.05 * cap, cap)
         for k in range(1, n_obj + 1):
+            thin = self.thin_object_prob > 0.0 and rng.random() < self.thin_object_prob
             shape = _Shape(rng, rng.uniform(0, w), rng.uniform(0, h),
-                           rng.uniform(0.08, 0.3) * min(h, w))
+                           rng.uniform(0.08, 0.3) * min(h, w), thin=thin)
             d0 = rng.uniform(obj_lo, cap)
             ex, ey = shape.extent
-            ob, oc = (0.0, 0.0) if rng.random() < 0.5 else rng.uniform(-0.03, 0.03, 2)
+            if thin:  # leaves and poles recede along their length: a slope along the axis
+                slope = rng.uniform(-0.15, 0.15)  # px of disparity per px of image
+                ob, oc = slope * shape.cos, slope * shape.sin
+            else:
+                ob, oc = (0.0, 0.0) if rng.random() < 0.5 else rng.uniform(-0.03, 0.03, 2)
             spread = abs(ob) * ex + abs(oc) * ey
             allowed = min(d0 - obj_lo, cap - d0)
             if spread > allowed:
