@@ -355,3 +355,20 @@ $bin/python benchmarks/claims_table.py --teacher-eval docs/results/real-s1-eval.
   --output docs/results/claims-real.json
 # Stage 2 (256x512, edge refinement; resumable across sessions from models/stages/real_s2).
 bash scripts/train_real.sh s2
+# Session 12: Aloe x1 errors by GT disparity; stage 8 (thin objects; cut at step 1880, resumable) and
+# stage 9 (stage 6 + edge refinement on those scenes), evaluated; neither shipped.
+$bin/python benchmarks/error_by_disparity.py --scale 1 --threads 1 \
+  --checkpoints s6=models/dtpnet_real_pruned_s6.pt wide=models/dtpnet_real_wide.pt \
+  --output docs/results/aloe-x1-error-by-disparity.json
+bash scripts/train_real.sh pruned_s8
+bash scripts/train_real.sh pruned_s9
+$bin/python benchmarks/error_by_disparity.py --scale 1 --threads 2 \
+  --checkpoints s9=models/stages/real_pruned_s9/best.pt s8=models/stages/real_pruned_s8/best.pt \
+  --output docs/results/aloe-x1-error-by-disparity-s8-s9.json
+bash scripts/eval_real.sh docs/results/real-pruned-s9 models/stages/real_pruned_s9/best.pt \
+  default=models/dtpnet_real_pruned_s6.pt s8=models/stages/real_pruned_s8/best.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s9-x0.25.json \
+  docs/results/real-pruned-s9-x0.5.json docs/results/real-pruned-s9-x1.json \
+  --output docs/results/real-pruned-s9-targets.json
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s9.yaml --stages eval --quiet
+cp runs/real_pruned_s9/eval/results.json docs/results/real-pruned-s9-eval.json
