@@ -355,7 +355,7 @@ $bin/python benchmarks/claims_table.py --teacher-eval docs/results/real-s1-eval.
   --output docs/results/claims-real.json
 # Stage 2 (256x512, edge refinement; resumable across sessions from models/stages/real_s2).
 bash scripts/train_real.sh s2
-# Session 12: Aloe x1 errors by GT disparity; stage 8 (thin objects; cut at step 1880, resumable) and
+# Session 13: Aloe x1 errors by GT disparity; stage 8 (thin objects; cut at step 1880, resumable) and
 # stage 9 (stage 6 + edge refinement on those scenes), evaluated; neither shipped.
 $bin/python benchmarks/error_by_disparity.py --scale 1 --threads 1 \
   --checkpoints s6=models/dtpnet_real_pruned_s6.pt wide=models/dtpnet_real_wide.pt \
