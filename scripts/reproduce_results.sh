@@ -372,3 +372,9 @@ $bin/python benchmarks/real_table.py docs/results/real-pruned-s9-x0.25.json \
   --output docs/results/real-pruned-s9-targets.json
 OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s9.yaml --stages eval --quiet
 cp runs/real_pruned_s9/eval/results.json docs/results/real-pruned-s9-eval.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s6=models/dtpnet_real_pruned_s6.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s6-session13.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s9=models/stages/real_pruned_s9/best.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s9.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s6=models/dtpnet_real_pruned_s6.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s6-session13-run2.json
