@@ -378,3 +378,10 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s9=models/stages/real_pruned
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s9.json
 $bin/python benchmarks/sgbm_speed.py --model pruned_s6=models/dtpnet_real_pruned_s6.pt --size 480x640 \
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s6-session13-run2.json
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s8.yaml --stages eval --quiet
+cp runs/real_pruned_s8/eval/results.json docs/results/real-pruned-s8-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s8 models/stages/real_pruned_s8/best.pt \
+  default=models/dtpnet_real_pruned_s6.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s8-x0.25.json \
+  docs/results/real-pruned-s8-x0.5.json docs/results/real-pruned-s8-x1.json \
+  --output docs/results/real-pruned-s8-targets.json
