@@ -22,13 +22,14 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.aloe_eval import DEFAULT_DATA_DIR, load_aloe  # noqa: E402
+from benchmarks.aloe_eval import (DEFAULT_DATA_DIR, _parse_checkpoints,  # noqa: E402
+                                  load_aloe)
 
 DEFAULT_EDGES = (0.0, 50.0, 100.0, 150.0, 192.0)
 
@@ -63,18 +64,6 @@ def bin_errors(pred: np.ndarray, gt: np.ndarray, edges: Sequence[float]) -> List
     return rows
 
 
-def _parse(items: Sequence[str]) -> List[Tuple[str, str]]:
-    pairs = []
-    for item in items:
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise SystemExit(f"error_by_disparity: --checkpoints wants LABEL=PATH, got {item!r}")
-        if not Path(path).is_file():
-            raise SystemExit(f"error_by_disparity: no checkpoint {path}")
-        pairs.append((label, path))
-    return pairs
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", nargs="+", required=True, metavar="LABEL=PATH")
@@ -90,21 +79,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from dtp_stereo.files import atomic_write_text
     from dtp_stereo.pipeline import StereoPipeline
 
+    try:
+        checkpoints = _parse_checkpoints(args.checkpoints)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error_by_disparity: {exc}") from None
     left, right, gt = load_aloe(args.data_dir, args.scale)
     predictions: Dict[str, np.ndarray] = {}
     max_disparity = 0
-    for label, path in _parse(args.checkpoints):
+    for label, path in checkpoints:
         pipeline = StereoPipeline.from_checkpoint(Path(path), threads=args.threads)
         predictions[label] = pipeline(left, right)
         max_disparity = max(max_disparity, int(pipeline.max_disparity))
     raw = sgbm_disparity(left, right, max_disparity, fill=False)
-    predictions["sgbm_raw"] = np.where(np.isfinite(raw), raw, -1.0)
+    predictions["sgbm_raw"] = raw  # bin_errors counts its holes (NaN) as -1 px
     predictions["sgbm_filled"] = fill_invalid_background(np.nan_to_num(raw), ~np.isfinite(raw))
     edges = [e for e in args.edges if e < max_disparity] + [float(max_disparity)]
     bins = {label: bin_errors(pred, gt, edges) for label, pred in predictions.items()}
     result = {"benchmark": "error_by_disparity", "pair": "aloe", "scale": args.scale,
               "image_size": list(left.shape[:2]), "max_disparity": max_disparity,
-              "edges_px": edges, "checkpoints": dict(_parse(args.checkpoints)),
+              "edges_px": edges, "checkpoints": dict(checkpoints),
               "note": "validation: a real pair with GT explains errors; it never trains",
               "bins": bins}
     atomic_write_text(args.output, json.dumps(result, indent=2) + "\n")
