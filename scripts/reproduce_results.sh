@@ -385,3 +385,18 @@ bash scripts/eval_real.sh docs/results/real-pruned-s8 models/stages/real_pruned_
 $bin/python benchmarks/real_table.py docs/results/real-pruned-s8-x0.25.json \
   docs/results/real-pruned-s8-x0.5.json docs/results/real-pruned-s8-x1.json \
   --output docs/results/real-pruned-s8-targets.json
+# Session 14: stage 8 shipped as the runtime default (model card from the eval and real-pair JSONs),
+# its speed (nothing else running) and the main job on it.
+$bin/python scripts/ship_model.py models/stages/real_pruned_s8/best.pt \
+  --eval docs/results/real-pruned-s8-eval.json --stage distill --name dtpnet_real_pruned_s8 \
+  --inherit-training models/dtpnet_real_pruned_s6.json \
+  --stage-dirs models/stages/real_pruned_s8=configs/real/pruned_s8.yaml \
+  --steps-used models/stages/real_pruned_s8=2250 \
+  --real docs/results/real-pruned-s8-x0.25.json docs/results/real-pruned-s8-x0.5.json \
+  docs/results/real-pruned-s8-x1.json \
+  --description "Real-scene student distilled then pruned (0.30 M params, D = 192), then trained on fresh near-and-far synthetic scenes at 256x512 in six more stages (stage 8: stage 6 plus thin slanted objects, lr 1e-4, seed 31, best of 3000 steps at 2250)"
+$bin/python benchmarks/sgbm_speed.py --model pruned_s8=models/dtpnet_real_pruned_s8.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s8.json
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned_s8.pt --name dtpnet_real_pruned_s8 --refresh \
+  --speed docs/results/sgbm-speed-640x480-pruned-s8.json
+bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
