@@ -127,3 +127,19 @@ def test_refined_student_prunes_and_rebuilds():
     assert result.max_abs_diff == 0.0
     assert result.model.refine.residual.out_channels == 1
     assert len(result.config.refine) == 2
+
+
+def test_convex_upsampling_student_prunes_and_rebuilds():
+    """A student with the convex upsampling: its 144-logit mask conv keeps its width and the
+    plain class rebuilds the pruned model (upsample widths read back by config_from_module)."""
+    torch.manual_seed(0)
+    model = build_model("dtpnet", max_disparity=32, correlation=8, head="fast", upsample=(16,))
+    with torch.no_grad():  # a non-bilinear mask, so the rebuild check sees the upsampling
+        model.upsample.mask.weight.normal_(0.0, 0.1)
+    g = torch.Generator().manual_seed(2)
+    example = (torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g))
+    cfg = PruneCfg(target_param_reduction=0.4, iterative_steps=1, round_to=8)
+    result = prune_model(model, example, cfg, lambda m, step: None, model_name="dtpnet")
+    assert result.max_abs_diff == 0.0
+    assert result.model.upsample.mask.out_channels == 144
+    assert len(result.config.upsample) == 1

@@ -233,6 +233,51 @@ def test_edge_refine_starts_as_identity_and_exports(tmp_path):
     assert check_onnx_against_torch(grown, onnx, 32, 64) < 1e-3
 
 
+def test_convex_upsample_starts_as_bilinear_and_exports(tmp_path):
+    import torch.nn.functional as F
+
+    from dtp_stereo.export import check_onnx_against_torch, export_onnx
+    from dtp_stereo.models.dtpnet import ConvexUpsample, bilinear_mask_logits, config_from_module
+
+    # the initial mask is bilinear x4 (align_corners=False) to within the floor: the softmax
+    # weights are (w + floor) / (1 + 9 floor), so the gap is at most 9 floor x the 3x3 spread
+    weights = torch.softmax(bilinear_mask_logits(4, floor=1e-3).view(9, 16), dim=0)
+    assert torch.allclose(weights.sum(0), torch.ones(16))
+    up = ConvexUpsample(8, (4,)).eval()
+    disp_q = torch.rand(2, 6, 10) * 50.0
+    with torch.no_grad():
+        out = up(disp_q, torch.rand(2, 8, 6, 10))
+    ref = F.interpolate(disp_q[:, None], scale_factor=4.0, mode="bilinear",
+                        align_corners=False)[:, 0]
+    assert out.shape == (2, 24, 40)
+    assert float((out - ref).abs().max()) < 9e-3 * 50.0
+    flat = torch.full((1, 6, 10), 7.0)  # a convex mix of equal values is that value
+    with torch.no_grad():
+        up.mask.weight.normal_(0.0, 1.0)
+        assert torch.allclose(up(flat, torch.rand(1, 8, 6, 10)), torch.full((1, 24, 40), 7.0))
+        wild = up(disp_q, torch.rand(2, 8, 6, 10))  # never outside its neighbours' range
+    assert float(wild.min()) >= float(disp_q.min()) - 1e-4
+    assert float(wild.max()) <= float(disp_q.max()) + 1e-4
+
+    torch.manual_seed(0)
+    plain = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast")).eval()
+    grown = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast", upsample=(8,))).eval()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("upsample.") for k in missing)
+    left, right = torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 64)
+    with torch.no_grad():
+        a, b = plain(left, right), grown(left, right)
+    assert b.disparity.shape == a.disparity.shape == (1, 32, 64)
+    spread = float(a.disparity.max() - a.disparity.min())
+    assert float((a.disparity - b.disparity).abs().max()) <= 9e-3 * spread + 1e-4
+    assert config_from_module(grown).upsample == (8,)
+    for bad in ({"head": "full"}, {"head": "fast", "refine": (8,)}):
+        with pytest.raises(ValueError, match="upsample"):
+            build_model("dtpnet", **tiny_dtpnet_config(32, upsample=(8,), **bad))
+    onnx = export_onnx(grown, str(tmp_path / "m.onnx"), 32, 64)
+    assert check_onnx_against_torch(grown, onnx, 32, 64) < 1e-3
+
+
 def test_distill_stage_grows_a_checkpoint_with_extend(tmp_path):
     from training.config import load_config
     from training.stages import load_extended, stage_distill

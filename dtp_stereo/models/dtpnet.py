@@ -24,6 +24,13 @@ Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tenso
    correction (pixels), then it is upsampled ×2 again. Its last conv starts at zero, so adding
    it to a trained model changes nothing until it is trained; it sharpens depth edges that the
    1/4-resolution regression blurs.
+6. Optional (``upsample`` widths, fast head only, off by default; not with ``refine``):
+   :class:`ConvexUpsample`, a learned ×4 convex upsampling (RAFT / RAFT-Stereo): each
+   full-resolution pixel is a softmax-weighted mix of the 3×3 quarter-resolution disparities
+   around it, the weights predicted from the left features and the aggregated volume. It starts
+   as bilinear upsampling, so adding it to a trained model changes (almost) nothing until it is
+   trained; trained, a pixel beside a depth edge can take its own side's disparity instead of
+   bilinear's mix of both sides.
 
 Every conv width lives in :class:`DTPNetConfig`; :func:`config_from_module` reads them back
 from a (pruned) model so it can be rebuilt from its checkpoint config alone.
@@ -40,8 +47,8 @@ from ._registry import register_model
 from .layers import Hourglass2D, ImageNormalize, check_input_pair, convbn, make_layer, regress
 from .output import StereoOutput
 
-__all__ = ["DTPNet", "DTPNetConfig", "EdgeRefine", "ShiftCorrelation", "config_from_module",
-           "sheared_correlation"]
+__all__ = ["ConvexUpsample", "DTPNet", "DTPNetConfig", "EdgeRefine", "ShiftCorrelation",
+           "bilinear_mask_logits", "config_from_module", "sheared_correlation"]
 
 _HEADS = ("full", "fast")
 
@@ -67,6 +74,7 @@ class DTPNetConfig:
     # channels): each plane is then a cosine similarity in [-1, 1]
     correlation_norm: bool = False
     refine: Tuple[int, ...] = ()  # EdgeRefine conv widths at 1/2 resolution (fast head); () = off
+    upsample: Tuple[int, ...] = ()  # ConvexUpsample conv widths at 1/4 (fast head); () = bilinear
 
     def __post_init__(self) -> None:
         for f in fields(self):  # JSON gives lists: normalise to tuples of ints
@@ -80,6 +88,11 @@ class DTPNetConfig:
         if self.refine and self.head != "fast":
             raise ValueError("DTPNetConfig.refine needs head='fast' (it refines the fast head's "
                              "disparity)")
+        if self.upsample and self.head != "fast":
+            raise ValueError("DTPNetConfig.upsample needs head='fast' (it upsamples the fast "
+                             "head's disparity)")
+        if self.upsample and self.refine:
+            raise ValueError("DTPNetConfig: upsample and refine are alternatives; set one")
         for name in ("stem", "layer1_mids", "layer2_mids", "c2d", "pre"):
             if len(getattr(self, name)) < 1:
                 raise ValueError(f"DTPNetConfig.{name} needs at least one width")
@@ -96,7 +109,7 @@ class DTPNetConfig:
             v = getattr(self, f.name)
             if f.name == "correlation_norm":
                 continue
-            scalar_ok = f.name in ("head", "correlation", "refine")
+            scalar_ok = f.name in ("head", "correlation", "refine", "upsample")
             ws = v if isinstance(v, tuple) else () if scalar_ok else (v,)
             if any(int(w) < 1 for w in ws):
                 raise ValueError(f"DTPNetConfig.{f.name}: widths must be >= 1, got {v}")
@@ -216,6 +229,68 @@ class EdgeRefine(nn.Module):
                              align_corners=False)[:, 0]
 
 
+def bilinear_mask_logits(factor: int = 4, floor: float = 1e-3) -> Tensor:
+    """Mask logits (9·factor² values, neighbour-major) that make :class:`ConvexUpsample` a
+    bilinear ×``factor`` upsampling (``align_corners=False``) up to ``floor``.
+
+    Entry ``k·factor² + sy·factor + sx`` is ``log(w + floor)`` of the bilinear weight ``w`` that
+    sub-pixel (sy, sx) gives neighbour k = 3·(dy+1) + (dx+1) of its quarter-resolution pixel;
+    ``floor`` keeps every weight positive (the softmax of these logits is ``(w + floor) /
+    (1 + 9·floor)``), so a neighbour bilinear ignores can still learn a weight.
+    """
+    offsets = (torch.arange(factor, dtype=torch.float64) + 0.5) / factor - 0.5  # sub-pixel
+    taps = torch.arange(-1, 2, dtype=torch.float64)
+    w1 = (1.0 - (offsets[None, :] - taps[:, None]).abs()).clamp(min=0.0)  # 3 taps × factor
+    w2 = w1[:, None, :, None] * w1[None, :, None, :]  # dy, dx, sy, sx
+    return torch.log(w2 + floor).reshape(9 * factor * factor).float()
+
+
+class ConvexUpsample(nn.Module):
+    """Learned ×4 convex upsampling of the fast head's disparity (RAFT, Teed & Deng 2020).
+
+    ``forward(disp_q, context)``: B×H/4×W/4 disparity (pixels) and B×C×H/4×W/4 context features
+    -> B×H×W disparity (pixels). Conv-BN-ReLU layers of ``widths`` (3×3) and a 1×1 conv give 9
+    mask logits per full-resolution pixel (B×144×H/4×W/4, neighbour-major); their softmax over
+    the 9 neighbours weights the 3×3 quarter-resolution disparities around the pixel (edge
+    replicated at the borders), so every output is a convex mix of nearby values: it never
+    overshoots. The 1×1 conv starts with zero weights and :func:`bilinear_mask_logits` as bias:
+    bilinear upsampling to within about 1e-3 of the local disparity spread. Written with
+    slices, elementwise ops and ``pixel_shuffle`` (ONNX DepthToSpace): 4-D tensors only.
+    """
+
+    factor = 4
+
+    def __init__(self, in_channels: int, widths: Tuple[int, ...]) -> None:
+        super().__init__()
+        layers, cin = [], in_channels
+        for w in widths:
+            layers += [convbn(cin, w, 3, 1, 1), nn.ReLU(inplace=True)]
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.mask = nn.Conv2d(cin, 9 * self.factor ** 2, 1, bias=True)
+        nn.init.zeros_(self.mask.weight)
+        with torch.no_grad():
+            self.mask.bias.copy_(bilinear_mask_logits(self.factor))
+
+    def forward(self, disp_q: Tensor, context: Tensor) -> Tensor:
+        logits = self.mask(self.body(context))  # B×(9·16)×h×w
+        h, w = disp_q.shape[-2:]
+        padded = F.pad(disp_q[:, None], (1, 1, 1, 1), mode="replicate")  # B×1×(h+2)×(w+2)
+        s2 = self.factor ** 2
+        groups = [logits[:, k * s2:(k + 1) * s2] for k in range(9)]  # 9 × B×16×h×w
+        peak = groups[0]
+        for g in groups[1:]:
+            peak = torch.maximum(peak, g)
+        num = torch.zeros_like(peak)
+        den = torch.zeros_like(peak)
+        for k, g in enumerate(groups):
+            dy, dx = divmod(k, 3)
+            e = torch.exp(g - peak)
+            num = num + e * padded[:, :, dy:dy + h, dx:dx + w]
+            den = den + e
+        return F.pixel_shuffle(num / den, self.factor)[:, 0]
+
+
 def _convbn_relu_stack(cin: int, widths: Tuple[int, ...], first_kernel: int) -> nn.Sequential:
     mods = []
     for i, w in enumerate(widths):
@@ -263,11 +338,13 @@ class DTPNet(nn.Module):
             convbn(config.pre[-1], config.classifier, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(config.classifier, config.max_disparity, 3, 1, 1, bias=False))
         self.refine = EdgeRefine(config.refine, config.max_disparity) if config.refine else None
+        self.upsample = ConvexUpsample(config.fuse[1] + config.pre[-1], config.upsample) \
+            if config.upsample else None
 
     def prune_ignored_layers(self) -> list:
         """Convs whose output widths are fixed by the architecture, never to be pruned: the
-        channel-to-disparity output (D/4 planes), the D-logit conv, the correlation projection
-        and the refinement's one-plane residual conv.
+        channel-to-disparity output (D/4 planes), the D-logit conv, the correlation projection,
+        the refinement's one-plane residual conv and the upsampling's 144-logit mask conv.
         """
         convs = [m for m in self.c2d.modules() if isinstance(m, nn.Conv2d)]
         layers = [convs[-1], self.classifier[2]]
@@ -275,6 +352,8 @@ class DTPNet(nn.Module):
             layers += [self.corr_proj[0], self.corr_logits]
         if self.refine is not None:
             layers.append(self.refine.residual)
+        if self.upsample is not None:
+            layers.append(self.upsample.mask)
         return layers
 
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
@@ -293,7 +372,8 @@ class DTPNet(nn.Module):
             corr = self.correlate(proj_l, proj_r)
             pair = _cat(pair, corr)
         volume = self.c2d(pair)  # channel-to-disparity: B×c2d[-1]×H/4×W/4
-        logits_q = self.classifier(self.hourglass(self.pre(volume)))  # B×D×H/4×W/4
+        aggregated = self.hourglass(self.pre(volume))  # B×pre[-1]×H/4×W/4
+        logits_q = self.classifier(aggregated)  # B×D×H/4×W/4
         if corr is not None:
             logits_q = logits_q + self.corr_logits(corr)
         inter = {"features": feat_l, "features_right": feat_r, "cost_volume": volume,
@@ -308,6 +388,11 @@ class DTPNet(nn.Module):
             conf = F.interpolate(conf_q[:, None], scale_factor=4.0, mode="bilinear",
                                  align_corners=False)[:, 0]
             return StereoOutput(self.refine(disp_q, left_n), None, conf, (), inter)
+        if self.upsample is not None:
+            conf = F.interpolate(conf_q[:, None], scale_factor=4.0, mode="bilinear",
+                                 align_corners=False)[:, 0]
+            disp = self.upsample(disp_q, _cat(feat_l, aggregated))
+            return StereoOutput(disp, None, conf, (), inter)
         both = F.interpolate(torch.stack((disp_q, conf_q), dim=1), scale_factor=4.0,
                              mode="bilinear", align_corners=False)  # one resize for both maps
         return StereoOutput(both[:, 0], None, both[:, 1], (), inter)
@@ -347,6 +432,8 @@ def config_from_module(model: DTPNet) -> DTPNetConfig:
         correlation_norm=model.config.correlation_norm,
         refine=() if model.refine is None else tuple(
             _width(m) for m in model.refine.body if isinstance(m, nn.Sequential)),
+        upsample=() if model.upsample is None else tuple(
+            _width(m) for m in model.upsample.body if isinstance(m, nn.Sequential)),
     )
 
 
