@@ -400,3 +400,29 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s8=models/dtpnet_real_pruned
 $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s8.pt --name dtpnet_real_pruned_s8 --refresh \
   --speed docs/results/sgbm-speed-640x480-pruned-s8.json
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
+# Session 14: stage 10 (stage 8 grown by the convex upsampling; resumable), its evaluation, speed
+# (nothing else running), shipped as the runtime default, and the main job on it.
+bash scripts/train_real.sh pruned_s10
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s10.yaml --stages eval --quiet
+cp runs/real_pruned_s10/eval/results.json docs/results/real-pruned-s10-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s10 models/stages/real_pruned_s10/best.pt \
+  default=models/dtpnet_real_pruned_s8.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s10-x0.25.json \
+  docs/results/real-pruned-s10-x0.5.json docs/results/real-pruned-s10-x1.json \
+  --output docs/results/real-pruned-s10-targets.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s10=models/stages/real_pruned_s10/best.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s10.json
+$bin/python scripts/ship_model.py models/stages/real_pruned_s10/best.pt \
+  --eval docs/results/real-pruned-s10-eval.json --stage distill --name dtpnet_real_pruned_s10 \
+  --inherit-training models/dtpnet_real_pruned_s8.json \
+  --stage-dirs models/stages/real_pruned_s10=configs/real/pruned_s10.yaml \
+  --steps-used models/stages/real_pruned_s10=3750 \
+  --real docs/results/real-pruned-s10-x0.25.json docs/results/real-pruned-s10-x0.5.json \
+  docs/results/real-pruned-s10-x1.json \
+  --description "Real-scene student distilled then pruned (0.30 M params, D = 192), trained on fresh near-and-far synthetic scenes at 256x512 in six more stages, then grown by a learned convex x4 upsampling (0.31 M) and trained on thin-object scenes (stage 10: lr 1e-4, seed 41, best of 5000 steps at 3750)"
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned_s10.pt --name dtpnet_real_pruned_s10 --refresh \
+  --speed docs/results/sgbm-speed-640x480-pruned-s10.json
+$bin/python benchmarks/error_by_disparity.py --scale 1 \
+  --checkpoints s10=models/dtpnet_real_pruned_s10.pt s8=models/dtpnet_real_pruned_s8.pt \
+  --output docs/results/aloe-x1-error-by-disparity-s10.json
+bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
