@@ -426,3 +426,8 @@ $bin/python benchmarks/error_by_disparity.py --scale 1 \
   --checkpoints s10=models/dtpnet_real_pruned_s10.pt s8=models/dtpnet_real_pruned_s8.pt \
   --output docs/results/aloe-x1-error-by-disparity-s10.json
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
+# Session 14: both speeds again (nothing else running), stage 10 then stage 8.
+$bin/python benchmarks/sgbm_speed.py --model pruned_s10=models/dtpnet_real_pruned_s10.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s10-run2.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s8=models/dtpnet_real_pruned_s8.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s8-run2.json
