@@ -112,18 +112,25 @@ def test_correlation_student_prunes_and_rebuilds(norm):
     assert result.model.corr_logits.out_channels == 32
 
 
-def test_refined_student_prunes_and_rebuilds():
-    """A student with the edge refinement: its one-plane residual conv keeps its width and the
-    plain class rebuilds the pruned model (refine widths read back by config_from_module)."""
+def _prune_fast_student_with(**extension):
+    """Prune a fast-head student grown by ``extension`` (refine or upsample widths) by 40 %,
+    after drawing the grown module's zero-initialised last conv at random, so the rebuild check
+    sees the module."""
     torch.manual_seed(0)
-    model = build_model("dtpnet", max_disparity=32, correlation=8, head="fast",
-                        refine=(16, 16))
-    with torch.no_grad():  # a non-zero residual, so the rebuild check sees the refinement
-        model.refine.residual.weight.normal_(0.0, 0.1)
+    model = build_model("dtpnet", max_disparity=32, correlation=8, head="fast", **extension)
+    last = model.refine.residual if model.refine is not None else model.upsample.mask
+    with torch.no_grad():
+        last.weight.normal_(0.0, 0.1)
     g = torch.Generator().manual_seed(2)
     example = (torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g))
     cfg = PruneCfg(target_param_reduction=0.4, iterative_steps=1, round_to=8)
-    result = prune_model(model, example, cfg, lambda m, step: None, model_name="dtpnet")
+    return prune_model(model, example, cfg, lambda m, step: None, model_name="dtpnet")
+
+
+def test_refined_student_prunes_and_rebuilds():
+    """A student with the edge refinement: its one-plane residual conv keeps its width and the
+    plain class rebuilds the pruned model (refine widths read back by config_from_module)."""
+    result = _prune_fast_student_with(refine=(16, 16))
     assert result.max_abs_diff == 0.0
     assert result.model.refine.residual.out_channels == 1
     assert len(result.config.refine) == 2
@@ -132,14 +139,7 @@ def test_refined_student_prunes_and_rebuilds():
 def test_convex_upsampling_student_prunes_and_rebuilds():
     """A student with the convex upsampling: its 144-logit mask conv keeps its width and the
     plain class rebuilds the pruned model (upsample widths read back by config_from_module)."""
-    torch.manual_seed(0)
-    model = build_model("dtpnet", max_disparity=32, correlation=8, head="fast", upsample=(16,))
-    with torch.no_grad():  # a non-bilinear mask, so the rebuild check sees the upsampling
-        model.upsample.mask.weight.normal_(0.0, 0.1)
-    g = torch.Generator().manual_seed(2)
-    example = (torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g))
-    cfg = PruneCfg(target_param_reduction=0.4, iterative_steps=1, round_to=8)
-    result = prune_model(model, example, cfg, lambda m, step: None, model_name="dtpnet")
+    result = _prune_fast_student_with(upsample=(16,))
     assert result.max_abs_diff == 0.0
     assert result.model.upsample.mask.out_channels == 144
     assert len(result.config.upsample) == 1

@@ -262,11 +262,8 @@ class ConvexUpsample(nn.Module):
 
     def __init__(self, in_channels: int, widths: Tuple[int, ...]) -> None:
         super().__init__()
-        layers, cin = [], in_channels
-        for w in widths:
-            layers += [convbn(cin, w, 3, 1, 1), nn.ReLU(inplace=True)]
-            cin = w
-        self.body = nn.Sequential(*layers)
+        self.body = _convbn_relu_stack(in_channels, widths, 3)
+        cin = widths[-1] if widths else in_channels
         self.mask = nn.Conv2d(cin, 9 * self.factor ** 2, 1, bias=True)
         nn.init.zeros_(self.mask.weight)
         with torch.no_grad():
@@ -384,14 +381,11 @@ class DTPNet(nn.Module):
             disp, conf = regress(logits)
             return StereoOutput(disp, logits, conf, (), inter)
         disp_q, conf_q = regress(logits_q)  # plane d = full-res disparity d pixels
-        if self.refine is not None:
+        if self.refine is not None or self.upsample is not None:  # a learned full-size disparity
             conf = F.interpolate(conf_q[:, None], scale_factor=4.0, mode="bilinear",
                                  align_corners=False)[:, 0]
-            return StereoOutput(self.refine(disp_q, left_n), None, conf, (), inter)
-        if self.upsample is not None:
-            conf = F.interpolate(conf_q[:, None], scale_factor=4.0, mode="bilinear",
-                                 align_corners=False)[:, 0]
-            disp = self.upsample(disp_q, _cat(feat_l, aggregated))
+            disp = self.refine(disp_q, left_n) if self.refine is not None else \
+                self.upsample(disp_q, _cat(feat_l, aggregated))
             return StereoOutput(disp, None, conf, (), inter)
         both = F.interpolate(torch.stack((disp_q, conf_q), dim=1), scale_factor=4.0,
                              mode="bilinear", align_corners=False)  # one resize for both maps
