@@ -431,3 +431,9 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s10=models/dtpnet_real_prune
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s10-run2.json
 $bin/python benchmarks/sgbm_speed.py --model pruned_s8=models/dtpnet_real_pruned_s8.pt --size 480x640 \
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s8-run2.json
+# Session 15: adaptation (issue 10) from the stage-10 default with the current defaults.
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s10.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
+  --output docs/results/adapt-real-pruned-s10.json
+# Stage 11: stage 10 on scenes whose disparities reach D - 1 more often (cap fraction up to 0.40).
+bash scripts/train_real.sh pruned_s11
