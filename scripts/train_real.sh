@@ -21,6 +21,8 @@
 # runs/dtp_real, kept in models/stages/dtp_real/teacher); prune is
 # distill-then-prune of the stage-1 student (configs/real/prune_s1.yaml,
 # pipeline stages prune, finetune, eval, export; a pipeline stage whose result is kept is skipped);
+# prune_s12 is the same for stage 11, to widths that ONNX Runtime runs faster
+# (configs/real/prune_s12.yaml, the same pipeline stages);
 # claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
 # overrides below; rows gt, l1, kl, both, pruned, photo, single, scratch, norm, corr32), kept in
 # models/stages/claims/<row>.
@@ -31,7 +33,7 @@
 # (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|teacher_s2|teacher_s3|teacher|prune|claims-ROW [--save | dtp-train args]}
+stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|teacher_s2|teacher_s3|teacher|prune|prune_s12|claims-ROW [--save | dtp-train args]}
 shift
 runs=$root/runs/real_$stage
 keep=$root/models/stages/real_$stage
@@ -46,6 +48,7 @@ case $stage in
     runs=$root/runs/dtp_real
     keep=$root/models/stages/dtp_real ;;
   prune) cfg=$root/configs/real/prune_s1.yaml; steps="prune finetune eval export" ;;
+  prune_s12) cfg=$root/configs/real/prune_s12.yaml; steps="prune finetune eval export" ;;
   claims-*)
     row=${stage#claims-}
     cfg=$root/configs/real/claims.yaml; steps="distill eval"
@@ -66,7 +69,7 @@ case $stage in
            "single, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
-  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, pruned_s7, pruned_s8, pruned_s9, pruned_s10, pruned_s11, teacher_s2, teacher_s3, teacher, prune or claims-<row>)" >&2; exit 2 ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, pruned_s7, pruned_s8, pruned_s9, pruned_s10, pruned_s11, teacher_s2, teacher_s3, teacher, prune, prune_s12 or claims-<row>)" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
 files="last.pt best.pt metrics.csv summary.json results.json export.json"
