@@ -6,12 +6,13 @@ from typing import Dict, List, Union
 
 # The runtime default: the real-scene recipe's student, distilled then pruned (D = 192, fast
 # head, 0.30 M parameters), then trained on at 256x512 (stages pruned_s2 to pruned_s6, then
-# pruned_s8 with thin slanted objects, then pruned_s10 grown by the convex upsampling, 0.31 M;
-# docs/results.md, "Real scenes"); its unpruned parent is the larger operating point
+# pruned_s8 with thin slanted objects, then pruned_s10 grown by the convex upsampling, 0.31 M,
+# then pruned_s11 on scenes with disparities up to D - 1 more often; docs/results.md, "Real
+# scenes"); its unpruned parent is the larger operating point
 # real_s1.
 # models/dtpnet_pruned*.pt are the earlier D = 64 students (claim 4 and an earlier default),
 # kept as named operating points.
-DEFAULT_MODEL_NAME = "dtpnet_real_pruned_s10.pt"
+DEFAULT_MODEL_NAME = "dtpnet_real_pruned_s11.pt"
 PACKAGE = "dtp_stereo"
 
 
@@ -61,7 +62,8 @@ def default_model_path() -> Path:
 # name instead of a path; each maps to a shipped file in models/ (model cards: models/*.json).
 OPERATING_POINTS: Dict[str, str] = {
     "default": DEFAULT_MODEL_NAME,  # distilled + pruned real-scene student, D = 192, 0.31 M
-    "real_pruned_s10": "dtpnet_real_pruned_s10.pt",  # the same file, by its stage name
+    "real_pruned_s11": "dtpnet_real_pruned_s11.pt",  # the same file, by its stage name
+    "real_pruned_s10": "dtpnet_real_pruned_s10.pt",  # the default of session 14, its parent
     "real_pruned_s8": "dtpnet_real_pruned_s8.pt",  # its parent, bilinear upsampling: faster
     "real_pruned_s6": "dtpnet_real_pruned_s6.pt",  # the default of sessions 10-13, its parent
     "real_pruned_s4": "dtpnet_real_pruned_s4.pt",  # the default of session 9

@@ -7,7 +7,7 @@ Example:
 
 Parameters come from ``params_file`` (default: the package's config/params.yaml); the
 ``backend``, ``checkpoint``, ``engine_cache_dir``, ``onnx_path``, ``device``, ``head`` and ``fp16``
-arguments override it only when non-empty. The default model (models/dtpnet_real_pruned_s10.pt)
+arguments override it only when non-empty. The default model (models/dtpnet_real_pruned_s11.pt)
 has the fast regression head; ``checkpoint:=legacy_d64`` (or another name of
 ``dtp_stereo.assets.OPERATING_POINTS``, or a path) selects another model (docs/results.md).
 

@@ -437,3 +437,28 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s10.
   --output docs/results/adapt-real-pruned-s10.json
 # Stage 11: stage 10 on scenes whose disparities reach D - 1 more often (cap fraction up to 0.40).
 bash scripts/train_real.sh pruned_s11
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s11.yaml --stages eval --quiet
+cp runs/real_pruned_s11/eval/results.json docs/results/real-pruned-s11-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s11 models/stages/real_pruned_s11/best.pt \
+  default=models/dtpnet_real_pruned_s10.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s11-x0.25.json \
+  docs/results/real-pruned-s11-x0.5.json docs/results/real-pruned-s11-x1.json \
+  --output docs/results/real-pruned-s11-targets.json
+$bin/python benchmarks/error_by_disparity.py --scale 1 \
+  --checkpoints s11=models/stages/real_pruned_s11/best.pt s10=models/dtpnet_real_pruned_s10.pt \
+  --output docs/results/aloe-x1-error-by-disparity-s11.json
+$bin/python benchmarks/sgbm_speed.py --model pruned_s11=models/stages/real_pruned_s11/best.pt --size 480x640 \
+  --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s11.json
+$bin/python scripts/ship_model.py models/stages/real_pruned_s11/best.pt \
+  --eval docs/results/real-pruned-s11-eval.json --stage distill --name dtpnet_real_pruned_s11 \
+  --inherit-training models/dtpnet_real_pruned_s10.json \
+  --stage-dirs models/stages/real_pruned_s11=configs/real/pruned_s11.yaml \
+  --steps-used models/stages/real_pruned_s11=3900 \
+  --real docs/results/real-pruned-s11-x0.25.json docs/results/real-pruned-s11-x0.5.json \
+  docs/results/real-pruned-s11-x1.json \
+  --description "Real-scene student distilled then pruned (0.30 M params, D = 192), trained on fresh near-and-far synthetic scenes at 256x512 in six more stages, grown by a learned convex x4 upsampling (0.31 M, stage 10), then trained on scenes whose disparities reach D - 1 more often (stage 11: lr 1e-4, seed 43, best of 4000 steps at 3900)"
+$bin/python scripts/ship_model.py models/dtpnet_real_pruned_s11.pt --name dtpnet_real_pruned_s11 --refresh \
+  --speed docs/results/sgbm-speed-640x480-pruned-s11.json
+bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
+# Stage 12 (speed): distill-then-prune of stage 11 to 8-channel blocks, then fine-tuned.
+bash scripts/train_real.sh prune_s12

@@ -1,6 +1,6 @@
-"""The shipped students: the runtime default (models/dtpnet_real_pruned_s10.pt, the real-scene
+"""The shipped students: the runtime default (models/dtpnet_real_pruned_s11.pt, the real-scene
 recipe's D = 192 student distilled then pruned, then trained on at 256x512 and grown by the
-convex upsampling; its ancestors models/dtpnet_real_pruned_s8.pt,
+convex upsampling; its ancestors models/dtpnet_real_pruned_s10.pt, models/dtpnet_real_pruned_s8.pt,
 models/dtpnet_real_pruned_s6.pt, models/dtpnet_real_pruned_s4.pt and
 models/dtpnet_real_pruned_s3.pt are earlier defaults;
 models/dtpnet_real_pruned.pt is the same widths before that; models/dtpnet_real.pt is the
@@ -21,7 +21,7 @@ from dtp_stereo.metrics import stereo_metrics, valid_mask
 
 
 def test_the_default_is_the_pruned_real_scene_student():
-    assert default_model_path().name == "dtpnet_real_pruned_s10.pt"
+    assert default_model_path().name == "dtpnet_real_pruned_s11.pt"
     model, ckpt = load_model(default_model_path())
     assert ckpt.model_config["head"] == "fast" and ckpt.max_disparity == 192
     parent, _ = load_model(resolve_model("real_s1"))  # the larger operating point
@@ -34,15 +34,17 @@ def test_the_default_is_the_pruned_real_scene_student():
     # best step 7000 (56k) and the pruned fine-tune to its best step 8000 (64k) at 128x256, then
     # pruned_s2 to step 2025 (16.2k), pruned_s3 to its best step 2000 (16k), pruned_s4 to its
     # best (and last) step 3200 (25.6k), pruned_s5 to its best step 1000 (8k), pruned_s6 to its
-    # best (and last) step 1200 (9.6k), pruned_s8 to its best step 2250 (18k) and pruned_s10 to
-    # its best step 3750 (30k) at 256x512: 20.1 G pixels, past the issue's floor of
-    # 100k samples of 256x512 (13.1 G)
+    # best (and last) step 1200 (9.6k), pruned_s8 to its best step 2250 (18k), pruned_s10 to
+    # its best step 3750 (30k) and pruned_s11 to its best step 3900 (31.2k) at 256x512: 24.2 G
+    # pixels, past the issue's floor of 100k samples of 256x512 (13.1 G)
     samples = [t["samples_seen"] for t in card["training"]]
-    assert samples == [56_000, 64_000, 16_200, 16_000, 25_600, 8_000, 9_600, 18_000, 30_000]
+    assert samples == [56_000, 64_000, 16_200, 16_000, 25_600, 8_000, 9_600, 18_000, 30_000,
+                       31_200]
     assert [t.get("steps_used", t.get("steps_done")) for t in card["training"]] == [
-        7000, 8000, 2025, 2000, 3200, 1000, 1200, 2250, 3750]
-    assert [tuple(t["crop"]) for t in card["training"]][2:] == [(256, 512)] * 7
+        7000, 8000, 2025, 2000, 3200, 1000, 1200, 2250, 3750, 3900]
+    assert [tuple(t["crop"]) for t in card["training"]][2:] == [(256, 512)] * 8
     assert tuple(ckpt.model_config["upsample"]) == (16,)
+    assert vars(load_model(resolve_model("real_pruned_s10"))[0].config) == vars(model.config)
     assert card["training_pixels_seen"] >= 100_000 * 256 * 512
     assert card["speed"]["ms_per_frame"] > 0 and card["real_pairs"]
     # the same widths, other weights
@@ -72,6 +74,7 @@ def _synthetic_epe(model, h, w, max_disp, n=3):
 
 
 @pytest.mark.parametrize("name,max_params,size,max_disp", [
+    ("dtpnet_real_pruned_s11.pt", 310_000, (128, 256), 192),
     ("dtpnet_real_pruned_s10.pt", 310_000, (128, 256), 192),
     ("dtpnet_real_pruned_s8.pt", 300_000, (128, 256), 192),
     ("dtpnet_real_pruned_s6.pt", 300_000, (128, 256), 192),
@@ -92,9 +95,9 @@ def test_shipped_student_loads_and_beats_a_constant_predictor(torch_one_thread, 
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
     epe, constant = _synthetic_epe(model, *size, max_disp)
-    # docs/results.md: test-split EPE 2.36 / 2.55 / 2.57 / 2.61 / 2.68 / 3.07 / 3.08 / 3.14 /
-    # 3.25 px (dtpnet_real_pruned_s10 / _s8 / _s6 / _s4 / _s3 / dtpnet_real_pruned / _s2 /
-    # dtpnet_real / _wide, 256x512),
+    # docs/results.md: test-split EPE 2.28 / 2.36 / 2.55 / 2.57 / 2.61 / 2.68 / 3.07 / 3.08 /
+    # 3.14 / 3.25 px (dtpnet_real_pruned_s11 / _s10 / _s8 / _s6 / _s4 / _s3 / dtpnet_real_pruned /
+    # _s2 / dtpnet_real / _wide, 256x512),
     # 2.59 / 3.21 px (D = 64 students, 128x256); a per-image median predictor is much worse
     assert epe < 0.75 * constant
 
