@@ -462,3 +462,6 @@ $bin/python scripts/ship_model.py models/dtpnet_real_pruned_s11.pt --name dtpnet
 bash scripts/demo.sh && cp demo_out/summary.json docs/results/demo.json
 # Stage 12 (speed): distill-then-prune of stage 11 to 8-channel blocks, then fine-tuned.
 bash scripts/train_real.sh prune_s12
+cp models/stages/real_prune_s12/eval/results.json docs/results/prune-s12-eval.json
+$bin/python benchmarks/sgbm_speed.py --model prune_s12=models/stages/real_prune_s12/finetune/best.pt \
+  --size 480x640 --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-prune-s12.json
