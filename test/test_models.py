@@ -299,3 +299,43 @@ def test_dtpnet_correlation_norm_gives_cosine_planes_and_exports(tmp_path):
     with torch.no_grad():
         want = model(x, y).disparity.numpy()
     assert np.abs(got - want).max() < 1e-3
+
+
+def test_dtpnet_disparity_planes_coarse_volume_regresses_full_range_and_exports(tmp_path):
+    """``disparity_planes``: P < D logit planes, plane j = j·(D-1)/(P-1) pixels. The logit and
+    correlation-to-logit convs write P planes, the disparity stays in pixels over 0..D-1 (a
+    one-hot volume on plane j gives exactly j·step), the config round-trips, and the ONNX graph
+    (the unnormalised regression) matches eager PyTorch."""
+    ort = pytest.importorskip("onnxruntime")
+    from dtp_stereo.export import export_onnx
+    from dtp_stereo.models.layers import regress
+    from dtp_test_utils import tiny_dtpnet_config
+
+    cfg = tiny_dtpnet_config(32, head="fast", correlation=4, disparity_planes=8)
+    model = build_model("dtpnet", **cfg).eval()
+    assert config_from_module(model) == model.config
+    assert model.planes == 8 and model.plane_step == pytest.approx(31 / 7)
+    assert model.classifier[2].out_channels == 8 and model.corr_logits.out_channels == 8
+    # the correlation-to-logit init copies to plane j the shift (4 px each) at or below j·step
+    init = model.corr_logits.weight[:, :, 0, 0]
+    assert init.sum(dim=1).eq(1).all()
+    assert init.argmax(dim=1).tolist() == [int(j * 31 / 7 / 4 + 1e-6) for j in range(8)]
+    one_hot = torch.full((1, 8, 2, 2), -30.0)
+    one_hot[:, 5] = 30.0
+    disp, conf = regress(one_hot, model.confidence_radius)
+    assert torch.allclose(disp * model.plane_step, torch.full_like(disp, 5 * 31 / 7))
+    assert torch.allclose(conf, torch.ones_like(conf))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g)
+    with torch.no_grad():
+        out = model(x, y)
+    assert out.intermediates["logits_quarter"].shape[1] == 8
+    assert float(out.disparity.min()) >= 0.0 and float(out.disparity.max()) <= 31.0 + 1e-4
+    path = export_onnx(model, str(tmp_path / "planes.onnx"), 32, 64)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {"left": x.numpy(), "right": y.numpy()})[0]
+    assert np.abs(got - out.disparity.numpy()).max() < 1e-3
+    with pytest.raises(ValueError, match="disparity_planes needs head='fast'"):
+        DTPNetConfig(disparity_planes=48)
+    with pytest.raises(ValueError, match="disparity_planes must be"):
+        DTPNetConfig(head="fast", max_disparity=32, disparity_planes=64)

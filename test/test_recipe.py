@@ -290,6 +290,13 @@ def test_distill_stage_grows_a_checkpoint_with_extend(tmp_path):
     assert name == "dtpnet" and grown.refine is not None
     with pytest.raises(Exception, match="only add"):
         load_extended(ckpt, {}, {"stem": [4, 4, 4]})
+    # fewer logit planes: the two logit convs keep the checkpoint's rows nearest each new
+    # plane's disparity (16 planes of 1 px -> 4 planes of 5 px: rows 0, 5, 10, 15)
+    coarse, _ = load_extended(ckpt, {}, {"disparity_planes": 4})
+    fine = torch.load(ckpt, weights_only=True)["state_dict"]
+    for key in ("classifier.2.weight", "corr_logits.weight"):
+        assert torch.equal(coarse.state_dict()[key], fine[key][[0, 5, 10, 15]])
+    assert torch.equal(coarse.state_dict()["c2d.0.0.weight"], fine["c2d.0.0.weight"])
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(f"""
 run_dir: {tmp_path / 'run'}

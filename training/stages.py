@@ -56,14 +56,21 @@ def load_extended(path: Path, overrides: Dict[str, Any], extend: Dict[str, Any]
     are those of the modules that ``extend`` adds (compared with the model rebuilt from the
     checkpoint alone), which keep their initialisation.
 
+    ``extend`` may also set DTPnet's ``disparity_planes`` (fewer logit planes): the two convs
+    that write logit planes then start from the checkpoint's rows nearest each new plane's
+    disparity (:func:`resample_logit_planes`).
+
     Raises:
         CheckpointError: the grown model lacks checkpoint weights or renames existing ones.
     """
     ckpt = load_checkpoint(path)
     plain = build_from_checkpoint(ckpt, overrides or None)
     grown = build_model(ckpt.model_name, **{**ckpt.model_config, **overrides, **extend})
+    state = ckpt.state_dict
+    if "disparity_planes" in extend:
+        state = resample_logit_planes(state, plain, grown)
     try:
-        missing, unexpected = grown.load_state_dict(ckpt.state_dict, strict=False)
+        missing, unexpected = grown.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even when not strict
         raise CheckpointError(f"{path}: student_model.extend {extend} does not only add "
                               f"modules: {str(exc).splitlines()[1].strip()}") from None
@@ -74,6 +81,28 @@ def load_extended(path: Path, overrides: Dict[str, Any], extend: Dict[str, Any]
                               f"{sorted(set(missing) - added)[:5]})")
     _LOG.info("%s: grown by %s (%d new tensors)", path, extend, len(added))
     return grown, ckpt.model_name
+
+
+def resample_logit_planes(state: Dict[str, Tensor], old: nn.Module, new: nn.Module
+                          ) -> Dict[str, Tensor]:
+    """``state`` of DTPnet ``old`` with its logit-writing convs (``classifier.2``, and
+    ``corr_logits`` when present) cut to the planes of ``new``: new plane j (``j·new.plane_step``
+    pixels) takes the old plane nearest that disparity. Every other tensor is unchanged.
+
+    Raises:
+        CheckpointError: the models are not DTPnets with logit planes.
+    """
+    if not (hasattr(old, "plane_step") and hasattr(new, "plane_step")):
+        raise CheckpointError("disparity_planes can only be changed on a DTPnet checkpoint")
+    rows = torch.round(torch.arange(new.planes, dtype=torch.float64) * new.plane_step /
+                       old.plane_step).long().clamp(max=old.planes - 1)
+    out = dict(state)
+    for key in ("classifier.2.weight", "corr_logits.weight"):
+        if key in out:
+            out[key] = out[key][rows].clone()
+    _LOG.info("logit planes %d -> %d (old planes %s...)", old.planes, new.planes,
+              rows[:4].tolist())
+    return out
 
 
 def warn_ignored_config(path: Path, config: Dict[str, Any], overrides: Dict[str, Any],

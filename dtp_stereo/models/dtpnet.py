@@ -24,7 +24,12 @@ Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tenso
    correction (pixels), then it is upsampled ×2 again. Its last conv starts at zero, so adding
    it to a trained model changes nothing until it is trained; it sharpens depth edges that the
    1/4-resolution regression blurs.
-6. Optional (``upsample`` widths, fast head only, off by default; not with ``refine``):
+6. Optional (``disparity_planes`` < D, fast head only): the quarter-resolution logits hold
+   fewer planes, evenly spaced over 0..D-1 pixels (plane j means ``j·(D-1)/(P-1)`` pixels), so
+   the logit conv, the correlation-to-logit conv and every op of the regression over the
+   volume (ArgMax, Exp, the matrix product) shrink by D/P; the soft-argmax still gives
+   sub-plane disparities. At D/4 planes the volume has one plane per correlation shift.
+7. Optional (``upsample`` widths, fast head only, off by default; not with ``refine``):
    :class:`ConvexUpsample`, a learned ×4 convex upsampling (RAFT / RAFT-Stereo): each
    full-resolution pixel is a softmax-weighted mix of the 3×3 quarter-resolution disparities
    around it, the weights predicted from the left features and the aggregated volume. It starts
@@ -75,6 +80,8 @@ class DTPNetConfig:
     correlation_norm: bool = False
     refine: Tuple[int, ...] = ()  # EdgeRefine conv widths at 1/2 resolution (fast head); () = off
     upsample: Tuple[int, ...] = ()  # ConvexUpsample conv widths at 1/4 (fast head); () = bilinear
+    # logit planes P at 1/4 resolution, evenly spaced over 0..D-1 px (fast head); 0 = D planes
+    disparity_planes: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):  # JSON gives lists: normalise to tuples of ints
@@ -91,6 +98,12 @@ class DTPNetConfig:
         if self.upsample and self.head != "fast":
             raise ValueError("DTPNetConfig.upsample needs head='fast' (it upsamples the fast "
                              "head's disparity)")
+        if self.disparity_planes and self.head != "fast":
+            raise ValueError("DTPNetConfig.disparity_planes needs head='fast' (the full head "
+                             "upsamples one logit plane per pixel of disparity)")
+        if self.disparity_planes and not 2 <= self.disparity_planes <= self.max_disparity:
+            raise ValueError(f"DTPNetConfig.disparity_planes must be 0 (= max_disparity) or in "
+                             f"2..{self.max_disparity}, got {self.disparity_planes}")
         if self.upsample and self.refine:
             raise ValueError("DTPNetConfig: upsample and refine are alternatives; set one")
         for name in ("stem", "layer1_mids", "layer2_mids", "c2d", "pre"):
@@ -109,7 +122,8 @@ class DTPNetConfig:
             v = getattr(self, f.name)
             if f.name == "correlation_norm":
                 continue
-            scalar_ok = f.name in ("head", "correlation", "refine", "upsample")
+            scalar_ok = f.name in ("head", "correlation", "refine", "upsample",
+                                   "disparity_planes")
             ws = v if isinstance(v, tuple) else () if scalar_ok else (v,)
             if any(int(w) < 1 for w in ws):
                 raise ValueError(f"DTPNetConfig.{f.name}: widths must be >= 1, got {v}")
@@ -302,9 +316,10 @@ class DTPNet(nn.Module):
 
     Returns a :class:`StereoOutput`: ``disparity`` B×H×W (pixels, in [0, D-1]), ``logits``
     B×D×H×W (full head) or ``None`` (fast head), ``confidence`` B×H×W (softmax mass within ±2
-    disparities of the argmax), ``intermediates``: ``features`` / ``features_right``
+    disparities of the argmax; with coarser ``disparity_planes``, within the planes nearest
+    ±2 pixels, at least ±1 plane), ``intermediates``: ``features`` / ``features_right``
     (B×fuse[1]×H/4×W/4), ``cost_volume`` (B×c2d[-1]×H/4×W/4), ``logits_quarter``
-    (B×D×H/4×W/4).
+    (B×P×H/4×W/4, P = ``planes``).
     """
 
     size_divisor = 16
@@ -313,6 +328,9 @@ class DTPNet(nn.Module):
         super().__init__()
         self.config = config
         self.max_disparity = int(config.max_disparity)
+        self.planes = int(config.disparity_planes or config.max_disparity)  # P logit planes
+        self.plane_step = (self.max_disparity - 1) / (self.planes - 1)  # pixels per plane
+        self.confidence_radius = max(1, round(2.0 / self.plane_step))  # planes
         self.normalize = ImageNormalize()
         self.feature = DTPFeature(config)
         n_corr = config.max_disparity // 4 if config.correlation > 0 else 0
@@ -320,27 +338,29 @@ class DTPNet(nn.Module):
             # BN keeps the projected features at unit scale, so products (correlations) are O(1)
             self.corr_proj = convbn(config.fuse[1], config.correlation, 1, 1, 0)
             self.correlate = ShiftCorrelation(config.correlation, n_corr)
-            # learnable 1×1 conv from the D/4 correlation planes to the D logits, initialised to
-            # copy plane i to logits 4i..4i+3: the 2D net then learns a residual over matching
-            self.corr_logits = nn.Conv2d(n_corr, config.max_disparity, 1, bias=False)
+            # learnable 1×1 conv from the D/4 correlation planes (shift i = 4i pixels) to the P
+            # logits, initialised to copy to each logit plane the shift at or below its
+            # disparity (D planes: plane i to logits 4i..4i+3): the 2D net then learns a
+            # residual over matching
+            self.corr_logits = nn.Conv2d(n_corr, self.planes, 1, bias=False)
             with torch.no_grad():
-                init = torch.zeros(config.max_disparity, n_corr)
-                init[torch.arange(config.max_disparity),
-                     (torch.arange(config.max_disparity) // 4).clamp(max=n_corr - 1)] = 1.0
-                self.corr_logits.weight.copy_(init.view(config.max_disparity, n_corr, 1, 1))
+                shift = torch.floor(torch.arange(self.planes) * self.plane_step / 4.0 + 1e-6)
+                init = torch.zeros(self.planes, n_corr)
+                init[torch.arange(self.planes), shift.long().clamp(max=n_corr - 1)] = 1.0
+                self.corr_logits.weight.copy_(init.view(self.planes, n_corr, 1, 1))
         self.c2d = _convbn_relu_stack(2 * config.fuse[1] + n_corr, config.c2d, 1)
         self.pre = _convbn_relu_stack(config.c2d[-1], config.pre, 3)
         self.hourglass = Hourglass2D(config.pre[-1], config.hourglass)
         self.classifier = nn.Sequential(
             convbn(config.pre[-1], config.classifier, 3, 1, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(config.classifier, config.max_disparity, 3, 1, 1, bias=False))
+            nn.Conv2d(config.classifier, self.planes, 3, 1, 1, bias=False))
         self.refine = EdgeRefine(config.refine, config.max_disparity) if config.refine else None
         self.upsample = ConvexUpsample(config.fuse[1] + config.pre[-1], config.upsample) \
             if config.upsample else None
 
     def prune_ignored_layers(self) -> list:
         """Convs whose output widths are fixed by the architecture, never to be pruned: the
-        channel-to-disparity output (D/4 planes), the D-logit conv, the correlation projection,
+        channel-to-disparity output (D/4 planes), the P-logit conv, the correlation projection,
         the refinement's one-plane residual conv and the upsampling's 144-logit mask conv.
         """
         convs = [m for m in self.c2d.modules() if isinstance(m, nn.Conv2d)]
@@ -370,7 +390,7 @@ class DTPNet(nn.Module):
             pair = _cat(pair, corr)
         volume = self.c2d(pair)  # channel-to-disparity: B×c2d[-1]×H/4×W/4
         aggregated = self.hourglass(self.pre(volume))  # B×pre[-1]×H/4×W/4
-        logits_q = self.classifier(aggregated)  # B×D×H/4×W/4
+        logits_q = self.classifier(aggregated)  # B×P×H/4×W/4
         if corr is not None:
             logits_q = logits_q + self.corr_logits(corr)
         inter = {"features": feat_l, "features_right": feat_r, "cost_volume": volume,
@@ -380,7 +400,9 @@ class DTPNet(nn.Module):
                                    align_corners=False)
             disp, conf = regress(logits)
             return StereoOutput(disp, logits, conf, (), inter)
-        disp_q, conf_q = regress(logits_q)  # plane d = full-res disparity d pixels
+        disp_q, conf_q = regress(logits_q, self.confidence_radius)  # disparity in plane units
+        if self.planes != self.max_disparity:  # plane j = j·step full-resolution pixels
+            disp_q = disp_q * self.plane_step
         if self.refine is not None or self.upsample is not None:  # a learned full-size disparity
             conf = F.interpolate(conf_q[:, None], scale_factor=4.0, mode="bilinear",
                                  align_corners=False)[:, 0]
@@ -405,9 +427,9 @@ def config_from_module(model: DTPNet) -> DTPNetConfig:
     stem = tuple(_width(m) for m in f.stem if isinstance(m, nn.Sequential))
     hg = model.hourglass
     logits_conv = model.classifier[2]
-    if logits_conv.out_channels != model.max_disparity:
-        raise ValueError(f"the logit conv has {logits_conv.out_channels} outputs but "
-                         f"max_disparity is {model.max_disparity}: it must not be pruned")
+    if logits_conv.out_channels != model.planes:
+        raise ValueError(f"the logit conv has {logits_conv.out_channels} outputs but the model "
+                         f"has {model.planes} disparity planes: it must not be pruned")
     return DTPNetConfig(
         max_disparity=model.max_disparity,
         head=model.config.head,
@@ -428,6 +450,7 @@ def config_from_module(model: DTPNet) -> DTPNetConfig:
             _width(m) for m in model.refine.body if isinstance(m, nn.Sequential)),
         upsample=() if model.upsample is None else tuple(
             _width(m) for m in model.upsample.body if isinstance(m, nn.Sequential)),
+        disparity_planes=model.config.disparity_planes,
     )
 
 
