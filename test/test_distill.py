@@ -146,3 +146,20 @@ def test_real_models_psmnet_teacher_dtpnet_student():
     assert torch.isfinite(step.loss)
     step.loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_logit_distillation_refuses_models_with_different_disparity_planes():
+    """align_logits assumes 1-px planes: a DTPnet with 8 planes of 4.4 px must not be matched
+    plane by plane to a 32-plane teacher (it would silently compare different disparities)."""
+    from dtp_test_utils import tiny_dtpnet_config
+
+    coarse = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast", disparity_planes=8))
+    fine = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast"))
+    point = PointCfg(name="logits", teacher_tap="logits_quarter", student_tap="logits_quarter",
+                     loss="logits_l1", weight=1.0)
+    cfg = DistillCfg(supervision="both", points=[point])
+    with pytest.raises(ValueError, match="8 planes of 4.43 px.*32 of 1 px"):
+        Distiller(coarse, fine, cfg)
+    Distiller(coarse, build_model("dtpnet", **tiny_dtpnet_config(
+        32, head="fast", disparity_planes=8)), cfg)  # same planes: fine
+    Distiller(fine, fine, cfg)

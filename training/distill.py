@@ -86,6 +86,23 @@ def align_logits(student: Tensor, teacher: Tensor) -> Tensor:
     return teacher
 
 
+def _check_logit_planes(student: nn.Module, teacher: nn.Module, points) -> None:
+    """Raise ValueError if a logit-loss point pairs models whose logit planes mean different
+    disparities: :func:`align_logits` assumes 1-px planes, so a DTPnet with fewer
+    ``disparity_planes`` only distils logits from a model with the same planes."""
+    def planes(m: nn.Module) -> Tuple[int, float]:
+        return int(getattr(m, "planes", m.max_disparity)), float(getattr(m, "plane_step", 1.0))
+
+    if planes(student)[1] == planes(teacher)[1] == 1.0:
+        return
+    for p in points:
+        if p.loss in losses.LOGIT_LOSSES and planes(student) != planes(teacher):
+            raise ValueError(f"point {p.name!r}: student logits have {planes(student)[0]} "
+                             f"planes of {planes(student)[1]:.3g} px, the teacher's "
+                             f"{planes(teacher)[0]} of {planes(teacher)[1]:.3g} px; logit "
+                             "distillation needs the same disparity planes")
+
+
 def make_adapter(student_channels: int, teacher_channels: int, ndim: int) -> nn.Module:
     """A 1x1 (2D, ``ndim`` 4) or 1x1x1 (3D, ``ndim`` 5) conv from student to teacher channels."""
     if ndim == 4:
@@ -136,6 +153,8 @@ class Distiller(nn.Module):
             if p.loss not in losses.POINT_LOSSES:
                 raise ValueError(f"point {p.name!r}: unknown loss {p.loss!r}; valid: "
                                  f"{', '.join(losses.POINT_LOSSES)}")
+        if uses_teacher:
+            _check_logit_planes(student, teacher, cfg.points)
         self.uses_teacher = uses_teacher or (cfg.co_train and teacher is not None)
         if teacher is not None and not cfg.co_train:
             for prm in teacher.parameters():

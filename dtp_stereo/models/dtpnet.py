@@ -16,8 +16,8 @@ Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tenso
 4. Head ``"full"``: logits upsampled ×4 (bilinear) to B×D×H×W, softmax over D, soft-argmax.
    Head ``"fast"``: softmax + soft-argmax at 1/4 resolution, then the B×H/4×W/4 disparity is
    upsampled ×4 (bilinear). In both heads logit plane ``d`` (d = 0..D-1) means a full-resolution
-   disparity of ``d`` pixels, so the two heads differ only in where the bilinear upsampling
-   happens and the fast head's values need no rescaling.
+   disparity of ``d`` pixels (unless item 6 sets fewer planes), so the two heads differ only in
+   where the bilinear upsampling happens and the fast head's values need no rescaling.
 5. Optional (``refine`` widths, fast head only, off by default): :class:`EdgeRefine`, a light
    image-guided residual at 1/2 resolution (StereoNet-style): the fast head's disparity is
    upsampled ×2, a few conv-BN-ReLU layers see it with the half-size left image and add a
