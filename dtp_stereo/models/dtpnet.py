@@ -82,6 +82,8 @@ class DTPNetConfig:
     upsample: Tuple[int, ...] = ()  # ConvexUpsample conv widths at 1/4 (fast head); () = bilinear
     # logit planes P at 1/4 resolution, evenly spaced over 0..D-1 px (fast head); 0 = D planes
     disparity_planes: int = 0
+    # ConvexUpsample also predicts a per-pixel additive correction (pixels) of its convex mix
+    upsample_offset: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):  # JSON gives lists: normalise to tuples of ints
@@ -106,6 +108,12 @@ class DTPNetConfig:
                              f"2..{self.max_disparity}, got {self.disparity_planes}")
         if self.upsample and self.refine:
             raise ValueError("DTPNetConfig: upsample and refine are alternatives; set one")
+        if not isinstance(self.upsample_offset, bool):
+            raise ValueError("DTPNetConfig.upsample_offset must be true or false, got "
+                             f"{self.upsample_offset!r}")
+        if self.upsample_offset and not self.upsample:
+            raise ValueError("DTPNetConfig.upsample_offset needs upsample widths (it corrects "
+                             "the convex upsampling)")
         for name in ("stem", "layer1_mids", "layer2_mids", "c2d", "pre"):
             if len(getattr(self, name)) < 1:
                 raise ValueError(f"DTPNetConfig.{name} needs at least one width")
@@ -120,7 +128,7 @@ class DTPNetConfig:
             raise ValueError("DTPNetConfig: fuse needs 2 widths and hourglass 4 widths")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "correlation_norm":
+            if f.name in ("correlation_norm", "upsample_offset"):
                 continue
             scalar_ok = f.name in ("head", "correlation", "refine", "upsample",
                                    "disparity_planes")
@@ -270,11 +278,17 @@ class ConvexUpsample(nn.Module):
     overshoots. The 1×1 conv starts with zero weights and :func:`bilinear_mask_logits` as bias:
     bilinear upsampling to within about 1e-3 of the local disparity spread. Written with
     slices, elementwise ops and ``pixel_shuffle`` (ONNX DepthToSpace): 4-D tensors only.
+
+    With ``offset=True`` a second 1×1 conv on the same features adds a correction (pixels) to
+    each full-resolution pixel's convex mix (B×16×h×w before ``pixel_shuffle``), and the sum
+    is clipped at 0: it can place a pixel between the quarter-resolution values, which coarse
+    ``disparity_planes`` quantise. It starts at zero (weights and bias), so adding it to a
+    trained model changes nothing until it is trained.
     """
 
     factor = 4
 
-    def __init__(self, in_channels: int, widths: Tuple[int, ...]) -> None:
+    def __init__(self, in_channels: int, widths: Tuple[int, ...], offset: bool = False) -> None:
         super().__init__()
         self.body = _convbn_relu_stack(in_channels, widths, 3)
         cin = widths[-1] if widths else in_channels
@@ -282,9 +296,14 @@ class ConvexUpsample(nn.Module):
         nn.init.zeros_(self.mask.weight)
         with torch.no_grad():
             self.mask.bias.copy_(bilinear_mask_logits(self.factor))
+        self.offset = nn.Conv2d(cin, self.factor ** 2, 1, bias=True) if offset else None
+        if self.offset is not None:
+            nn.init.zeros_(self.offset.weight)
+            nn.init.zeros_(self.offset.bias)
 
     def forward(self, disp_q: Tensor, context: Tensor) -> Tensor:
-        logits = self.mask(self.body(context))  # B×(9·16)×h×w
+        hidden = self.body(context)
+        logits = self.mask(hidden)  # B×(9·16)×h×w
         h, w = disp_q.shape[-2:]
         padded = F.pad(disp_q[:, None], (1, 1, 1, 1), mode="replicate")  # B×1×(h+2)×(w+2)
         s2 = self.factor ** 2
@@ -299,7 +318,10 @@ class ConvexUpsample(nn.Module):
             e = torch.exp(g - peak)
             num = num + e * padded[:, :, dy:dy + h, dx:dx + w]
             den = den + e
-        return F.pixel_shuffle(num / den, self.factor)[:, 0]
+        mixed = num / den  # B×16×h×w, sub-pixel-major: one value per full-resolution pixel
+        if self.offset is not None:
+            mixed = F.relu(mixed + self.offset(hidden))
+        return F.pixel_shuffle(mixed, self.factor)[:, 0]
 
 
 def _convbn_relu_stack(cin: int, widths: Tuple[int, ...], first_kernel: int) -> nn.Sequential:
@@ -355,13 +377,14 @@ class DTPNet(nn.Module):
             convbn(config.pre[-1], config.classifier, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(config.classifier, self.planes, 3, 1, 1, bias=False))
         self.refine = EdgeRefine(config.refine, config.max_disparity) if config.refine else None
-        self.upsample = ConvexUpsample(config.fuse[1] + config.pre[-1], config.upsample) \
-            if config.upsample else None
+        self.upsample = ConvexUpsample(config.fuse[1] + config.pre[-1], config.upsample,
+                                       config.upsample_offset) if config.upsample else None
 
     def prune_ignored_layers(self) -> list:
         """Convs whose output widths are fixed by the architecture, never to be pruned: the
         channel-to-disparity output (D/4 planes), the P-logit conv, the correlation projection,
-        the refinement's one-plane residual conv and the upsampling's 144-logit mask conv.
+        the refinement's one-plane residual conv and the upsampling's 144-logit mask conv (and
+        its 16-plane offset conv).
         """
         convs = [m for m in self.c2d.modules() if isinstance(m, nn.Conv2d)]
         layers = [convs[-1], self.classifier[2]]
@@ -371,6 +394,8 @@ class DTPNet(nn.Module):
             layers.append(self.refine.residual)
         if self.upsample is not None:
             layers.append(self.upsample.mask)
+            if self.upsample.offset is not None:
+                layers.append(self.upsample.offset)
         return layers
 
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
@@ -451,6 +476,7 @@ def config_from_module(model: DTPNet) -> DTPNetConfig:
         upsample=() if model.upsample is None else tuple(
             _width(m) for m in model.upsample.body if isinstance(m, nn.Sequential)),
         disparity_planes=model.config.disparity_planes,
+        upsample_offset=model.upsample is not None and model.upsample.offset is not None,
     )
 
 
