@@ -118,9 +118,12 @@ def _prune_fast_student_with(**extension):
     sees the module."""
     torch.manual_seed(0)
     model = build_model("dtpnet", max_disparity=32, correlation=8, head="fast", **extension)
-    last = model.refine.residual if model.refine is not None else model.upsample.mask
+    last = [model.refine.residual] if model.refine is not None else [model.upsample.mask]
+    if model.upsample is not None and model.upsample.offset is not None:
+        last.append(model.upsample.offset)
     with torch.no_grad():
-        last.weight.normal_(0.0, 0.1)
+        for conv in last:
+            conv.weight.normal_(0.0, 0.1)
     g = torch.Generator().manual_seed(2)
     example = (torch.rand(1, 3, 32, 64, generator=g), torch.rand(1, 3, 32, 64, generator=g))
     cfg = PruneCfg(target_param_reduction=0.4, iterative_steps=1, round_to=8)
@@ -143,3 +146,8 @@ def test_convex_upsampling_student_prunes_and_rebuilds():
     assert result.max_abs_diff == 0.0
     assert result.model.upsample.mask.out_channels == 144
     assert len(result.config.upsample) == 1
+    # its offset conv (16 sub-pixel corrections) keeps its width too, and the flag round-trips
+    result = _prune_fast_student_with(upsample=(16,), upsample_offset=True)
+    assert result.max_abs_diff == 0.0
+    assert result.model.upsample.offset.out_channels == 16
+    assert result.config.upsample_offset is True

@@ -278,6 +278,47 @@ def test_convex_upsample_starts_as_bilinear_and_exports(tmp_path):
     assert check_onnx_against_torch(grown, onnx, 32, 64) < 1e-3
 
 
+def test_convex_upsample_offset_starts_at_zero_corrects_per_pixel_and_exports(tmp_path):
+    """``upsample_offset``: a zero-initialised 1×1 conv adds a correction (pixels) to each
+    full-resolution pixel's convex mix; grown onto a trained model it changes nothing, it can
+    leave the neighbours' range (which the plain convex mix never does), the sum is clipped at
+    0, and the config round-trips and exports."""
+    from dtp_stereo.export import check_onnx_against_torch, export_onnx
+    from dtp_stereo.models.dtpnet import ConvexUpsample, config_from_module
+
+    torch.manual_seed(0)
+    up = ConvexUpsample(8, (4,), offset=True).eval()
+    assert up.offset.out_channels == 16
+    flat = torch.full((1, 6, 10), 7.0)
+    context = torch.rand(1, 8, 6, 10)
+    with torch.no_grad():
+        assert torch.allclose(up(flat, context), torch.full((1, 24, 40), 7.0))
+        up.offset.bias.copy_(torch.arange(16, dtype=torch.float32) - 8.0)  # -8..7 px
+        out = up(flat, context)
+    # sub-pixel (sy, sx) of each quarter-resolution pixel gets bias[4 sy + sx]
+    expect = (7.0 + torch.arange(16, dtype=torch.float32) - 8.0).clamp(min=0.0).view(4, 4)
+    assert torch.allclose(out[0, :4, :4], expect) and torch.allclose(out[0, 4:8, 36:40], expect)
+    assert float(out.min()) == 0.0 and abs(float(out.max()) - 14.0) < 1e-4
+
+    plain = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast", upsample=(8,))).eval()
+    grown = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast", upsample=(8,),
+                                                       upsample_offset=True)).eval()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["upsample.offset.bias", "upsample.offset.weight"]
+    left, right = torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 64)
+    with torch.no_grad():
+        assert torch.equal(plain(left, right).disparity, grown(left, right).disparity)
+        grown.upsample.offset.weight.normal_(0.0, 0.5)
+    assert config_from_module(grown).upsample_offset is True
+    assert grown.upsample.offset in grown.prune_ignored_layers()
+    for bad in ({"upsample": ()}, {"upsample_offset": 1}):
+        with pytest.raises(ValueError, match="upsample_offset"):
+            build_model("dtpnet", **{**tiny_dtpnet_config(32, head="fast", upsample=(8,),
+                                                          upsample_offset=True), **bad})
+    onnx = export_onnx(grown, str(tmp_path / "m.onnx"), 32, 64)
+    assert check_onnx_against_torch(grown, onnx, 32, 64) < 1e-3
+
+
 def test_distill_stage_grows_a_checkpoint_with_extend(tmp_path):
     from training.config import load_config
     from training.stages import load_extended, stage_distill
