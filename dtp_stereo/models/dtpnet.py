@@ -35,7 +35,8 @@ Pipeline (all 2D ops, so it exports to ONNX/TensorRT without Conv3d or 5-D tenso
    around it, the weights predicted from the left features and the aggregated volume. It starts
    as bilinear upsampling, so adding it to a trained model changes (almost) nothing until it is
    trained; trained, a pixel beside a depth edge can take its own side's disparity instead of
-   bilinear's mix of both sides.
+   bilinear's mix of both sides. With ``upsample_offset`` it also adds a learned per-pixel
+   correction (pixels, zero at first), which can place a pixel between the coarse planes.
 
 Every conv width lives in :class:`DTPNetConfig`; :func:`config_from_module` reads them back
 from a (pruned) model so it can be rebuilt from its checkpoint config alone.
