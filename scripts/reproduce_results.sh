@@ -465,3 +465,19 @@ bash scripts/train_real.sh prune_s12
 cp models/stages/real_prune_s12/eval/results.json docs/results/prune-s12-eval.json
 $bin/python benchmarks/sgbm_speed.py --model prune_s12=models/stages/real_prune_s12/finetune/best.pt \
   --size 480x640 --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-prune-s12.json
+# Stage 13 (speed): stage 11 cut to 48 logit planes, then trained (not shipped: faster but worse).
+bash scripts/train_real.sh pruned_s13
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s13.yaml --stages eval --quiet
+cp runs/real_pruned_s13/eval/results.json docs/results/real-pruned-s13-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s13 models/stages/real_pruned_s13/best.pt \
+  default=models/dtpnet_real_pruned_s11.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s13-x0.25.json \
+  docs/results/real-pruned-s13-x0.5.json docs/results/real-pruned-s13-x1.json \
+  --output docs/results/real-pruned-s13-targets.json
+for run in 1 2 3; do
+  rounds=12; [ "$run" = 3 ] && rounds=20
+  for m in s11=models/dtpnet_real_pruned_s11.pt s13=models/stages/real_pruned_s13/best.pt; do
+    $bin/python benchmarks/sgbm_speed.py --model pruned_$m --size 480x640 --threads 2 \
+      --rounds $rounds --output docs/results/sgbm-speed-640x480-s13-vs-s11-${m%%=*}-run$run.json
+  done
+done
