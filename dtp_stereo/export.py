@@ -35,7 +35,9 @@ _LOG = logging.getLogger(__name__)
 # confidence by GatherElements, correlation by slices. 3: gather indices bounded by Max/Min, not
 # an integer Clip (TensorRT). 4: regression without normalising the volume (one MatMul for the
 # soft-argmax's numerator and denominator), correlation by one row-wise MatMul and a reshape.
-EXPORT_REVISION = 4
+# 5: DTPnet's convs over channel concatenations as sums of per-part convs, BatchNorm folded
+# (layers.convbn_of_concat): no Concat or layout reorders around them.
+EXPORT_REVISION = 5
 
 
 class StereoOnnxWrapper(nn.Module):

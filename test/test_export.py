@@ -108,3 +108,40 @@ def test_onnx_metadata_round_trip_and_clear_errors():
         OnnxMetadata.from_props({"dtp_stereo.input_size": "480"}, "f.onnx")
     with pytest.raises(OnnxMetadataError, match="max_disparity = 'abc' is not a positive"):
         OnnxMetadata.from_props({"dtp_stereo.max_disparity": "abc"}, "f.onnx")
+
+
+def test_convbn_of_concat_equals_the_conv_over_the_concatenation():
+    from dtp_stereo.models.layers import convbn, convbn_of_concat
+
+    torch.manual_seed(0)
+    seq = convbn(7, 5, 3, 2, 1)
+    with torch.no_grad():  # a BatchNorm that is not the identity
+        seq[1].running_mean.normal_()
+        seq[1].running_var.uniform_(0.5, 2.0)
+        seq[1].weight.normal_()
+        seq[1].bias.normal_()
+    parts = [torch.randn(2, 3, 10, 12), torch.randn(2, 4, 10, 12)]
+    seq.eval()
+    want = seq(torch.cat(parts, 1))
+    got = convbn_of_concat(seq, parts)
+    assert got.shape == want.shape == (2, 5, 5, 6)
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="7"):
+        convbn_of_concat(seq, parts[:1] + [torch.randn(2, 3, 10, 12)])
+    seq.train()  # training: the plain conv over the concatenation (batch statistics)
+    assert torch.equal(convbn_of_concat(seq, parts), seq(torch.cat(parts, 1)))
+
+
+def test_dtpnet_export_feeds_no_concatenation_to_a_conv(tmp_path):
+    """ONNX Runtime's blocked conv layout leaves and re-enters around each Concat: the export
+    writes DTPnet's convs over concatenations (feature fusion, channel-to-disparity, convex
+    upsampling) as sums of convs, with the same outputs."""
+    torch.manual_seed(0)
+    net = build_model("dtpnet", **tiny_dtpnet_config(32, head="fast", correlation=4,
+                                                     upsample=(8,))).eval()
+    path = export_onnx(net, str(tmp_path / "m.onnx"), 32, 64)
+    graph = onnx.load(path).graph
+    concat_outputs = {o for n in graph.node if n.op_type == "Concat" for o in n.output}
+    assert not [n.name for n in graph.node
+                if n.op_type == "Conv" and concat_outputs.intersection(n.input)]
+    assert check_onnx_against_torch(net, path, 32, 64) < 1e-3

@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._registry import register_model
-from .layers import Hourglass2D, ImageNormalize, check_input_pair, convbn, make_layer, regress
+from .layers import (Hourglass2D, ImageNormalize, check_input_pair, convbn, convbn_of_concat,
+                     make_layer, regress)
 from .output import StereoOutput
 
 __all__ = ["ConvexUpsample", "DTPNet", "DTPNetConfig", "EdgeRefine", "ShiftCorrelation",
@@ -160,11 +161,21 @@ class DTPFeature(nn.Module):
         x4 = self.layer1(self.stem(x))
         x8 = self.layer2(x4)
         up = F.interpolate(x8, scale_factor=2.0, mode="bilinear", align_corners=False)
+        if _split_concat_convs(self):  # the same values; ONNX Runtime runs it faster
+            return self.fuse[2:](self.fuse[1](convbn_of_concat(self.fuse[0],
+                                                               (F.relu(x4), F.relu(up)))))
         return self.fuse(F.relu(_cat(x4, up), inplace=True))
 
 
 def _cat(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat((a, b), dim=1)
+
+
+def _split_concat_convs(module: nn.Module) -> bool:
+    """Whether convs over a channel concatenation are written as sums of convs
+    (:func:`~dtp_stereo.models.layers.convbn_of_concat`): in ONNX export of an eval-mode model.
+    Eager PyTorch keeps the concatenation (one conv is faster there, and training needs it)."""
+    return torch.onnx.is_in_onnx_export() and not module.training
 
 
 class ShiftCorrelation(nn.Module):
@@ -271,10 +282,11 @@ def bilinear_mask_logits(factor: int = 4, floor: float = 1e-3) -> Tensor:
 class ConvexUpsample(nn.Module):
     """Learned ×4 convex upsampling of the fast head's disparity (RAFT, Teed & Deng 2020).
 
-    ``forward(disp_q, context)``: B×H/4×W/4 disparity (pixels) and B×C×H/4×W/4 context features
-    -> B×H×W disparity (pixels). Conv-BN-ReLU layers of ``widths`` (3×3) and a 1×1 conv give 9
-    mask logits per full-resolution pixel (B×144×H/4×W/4, neighbour-major); their softmax over
-    the 9 neighbours weights the 3×3 quarter-resolution disparities around the pixel (edge
+    ``forward(disp_q, *context)``: B×H/4×W/4 disparity (pixels) and B×C_i×H/4×W/4 context
+    features (concatenated over channels, C = ΣC_i) -> B×H×W disparity (pixels). Conv-BN-ReLU
+    layers of ``widths`` (3×3) and a 1×1 conv give 9 mask logits per full-resolution pixel
+    (B×144×H/4×W/4, neighbour-major); their softmax over the 9 neighbours weights the 3×3
+    quarter-resolution disparities around the pixel (edge
     replicated at the borders), so every output is a convex mix of nearby values: it never
     overshoots. The 1×1 conv starts with zero weights and :func:`bilinear_mask_logits` as bias:
     bilinear upsampling to within about 1e-3 of the local disparity spread. Written with
@@ -302,8 +314,11 @@ class ConvexUpsample(nn.Module):
             nn.init.zeros_(self.offset.weight)
             nn.init.zeros_(self.offset.bias)
 
-    def forward(self, disp_q: Tensor, context: Tensor) -> Tensor:
-        hidden = self.body(context)
+    def forward(self, disp_q: Tensor, *context: Tensor) -> Tensor:
+        if len(self.body) and _split_concat_convs(self):  # no concatenated copy in the export
+            hidden = self.body[1:](convbn_of_concat(self.body[0], context))
+        else:
+            hidden = self.body(context[0] if len(context) == 1 else torch.cat(context, dim=1))
         logits = self.mask(hidden)  # B×(9·16)×h×w
         h, w = disp_q.shape[-2:]
         padded = F.pad(disp_q[:, None], (1, 1, 1, 1), mode="replicate")  # B×1×(h+2)×(w+2)
@@ -404,7 +419,7 @@ class DTPNet(nn.Module):
         left_n = self.normalize(left)
         feat_l = self.feature(left_n)
         feat_r = self.feature(self.normalize(right))
-        pair = _cat(feat_l, feat_r)
+        pair = [feat_l, feat_r]  # the c2d input, concatenated over channels
         corr = None
         if self.config.correlation > 0:  # optional correlation planes, B×D/4×H/4×W/4
             proj_l, proj_r = self.corr_proj(feat_l), self.corr_proj(feat_r)
@@ -413,8 +428,11 @@ class DTPNet(nn.Module):
                 proj_l = F.normalize(proj_l, dim=1, eps=1e-6) * scale
                 proj_r = F.normalize(proj_r, dim=1, eps=1e-6) * scale
             corr = self.correlate(proj_l, proj_r)
-            pair = _cat(pair, corr)
-        volume = self.c2d(pair)  # channel-to-disparity: B×c2d[-1]×H/4×W/4
+            pair.append(corr)
+        if _split_concat_convs(self):  # the same values; ONNX Runtime runs it faster
+            volume = self.c2d[1:](convbn_of_concat(self.c2d[0], pair))
+        else:  # channel-to-disparity: B×c2d[-1]×H/4×W/4
+            volume = self.c2d(torch.cat(pair, dim=1))
         aggregated = self.hourglass(self.pre(volume))  # B×pre[-1]×H/4×W/4
         logits_q = self.classifier(aggregated)  # B×P×H/4×W/4
         if corr is not None:
@@ -433,7 +451,7 @@ class DTPNet(nn.Module):
             conf = F.interpolate(conf_q[:, None], scale_factor=4.0, mode="bilinear",
                                  align_corners=False)[:, 0]
             disp = self.refine(disp_q, left_n) if self.refine is not None else \
-                self.upsample(disp_q, _cat(feat_l, aggregated))
+                self.upsample(disp_q, feat_l, aggregated)
             return StereoOutput(disp, None, conf, (), inter)
         both = F.interpolate(torch.stack((disp_q, conf_q), dim=1), scale_factor=4.0,
                              mode="bilinear", align_corners=False)  # one resize for both maps

@@ -5,7 +5,7 @@ published PSMNet code (JiaRenChang/PSMNet ``models/submodule.py``) so public che
 with identical state_dict keys.
 """
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,37 @@ def convbn(in_planes: int, out_planes: int, kernel_size: int, stride: int, pad: 
         nn.Conv2d(in_planes, out_planes, kernel_size=kernel_size, stride=stride,
                   padding=dilation if dilation > 1 else pad, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_planes))
+
+
+def convbn_of_concat(seq: nn.Sequential, parts: Sequence[Tensor]) -> Tensor:
+    """``seq`` (a :func:`convbn`) on the channel concatenation of ``parts``, without building it.
+
+    In eval mode the BatchNorm is folded into the conv (``w·γ/σ``, bias ``β - μ·γ/σ``) and the
+    conv over the concatenation is written as the sum of one conv per part, each with its slice
+    of the input channels: the same values to float rounding. ONNX Runtime's CPU convs work in a
+    blocked channel layout (NCHWc) that a Concat leaves and re-enters (a Concat and two layout
+    reorders per concatenation); convs and a fused Add stay in it. In training mode, or with one
+    part, it is plainly ``seq(torch.cat(parts, 1))``. B×C_i×H×W each -> B×C_out×H'×W'.
+    """
+    if seq.training or len(parts) == 1:
+        return seq(parts[0] if len(parts) == 1 else torch.cat(tuple(parts), dim=1))
+    conv, bn = seq[0], seq[1]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale[:, None, None, None]
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    out, start = None, 0
+    for x in parts:
+        stop = start + x.shape[1]
+        y = F.conv2d(x, weight[:, start:stop], bias if out is None else None, conv.stride,
+                     conv.padding, conv.dilation)
+        out = y if out is None else out + y
+        start = stop
+    if start != conv.in_channels:
+        raise ValueError(f"convbn_of_concat: parts have {start} channels, the conv takes "
+                         f"{conv.in_channels}")
+    return out
 
 
 def convbn_3d(in_planes: int, out_planes: int, kernel_size: int, stride: int,
