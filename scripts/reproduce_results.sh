@@ -481,3 +481,12 @@ for run in 1 2 3; do
       --rounds $rounds --output docs/results/sgbm-speed-640x480-s13-vs-s11-${m%%=*}-run$run.json
   done
 done
+# Stage 14: stage 13 grown by the convex upsampling's offset (not shipped: worse on real pairs).
+bash scripts/train_real.sh pruned_s14
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s14.yaml --stages eval --quiet
+cp runs/real_pruned_s14/eval/results.json docs/results/real-pruned-s14-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s14 models/stages/real_pruned_s14/best.pt \
+  default=models/dtpnet_real_pruned_s11.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s14-x0.25.json \
+  docs/results/real-pruned-s14-x0.5.json docs/results/real-pruned-s14-x1.json \
+  --output docs/results/real-pruned-s14-targets.json
