@@ -465,15 +465,19 @@ bash scripts/train_real.sh prune_s12
 cp models/stages/real_prune_s12/eval/results.json docs/results/prune-s12-eval.json
 $bin/python benchmarks/sgbm_speed.py --model prune_s12=models/stages/real_prune_s12/finetune/best.pt \
   --size 480x640 --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-prune-s12.json
+# A trained stage's evaluation: its synthetic test split, the real pairs beside the default
+# (validation), and the targets table. eval_stage pruned_sN: docs/results/real-pruned-sN-*.
+eval_stage() {
+  local out=docs/results/real-${1//_/-}
+  OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/$1.yaml --stages eval --quiet
+  cp runs/real_$1/eval/results.json $out-eval.json
+  bash scripts/eval_real.sh $out models/stages/real_$1/best.pt default=models/dtpnet_real_pruned_s11.pt
+  $bin/python benchmarks/real_table.py $out-x0.25.json $out-x0.5.json $out-x1.json \
+    --output $out-targets.json
+}
 # Stage 13 (speed): stage 11 cut to 48 logit planes, then trained (not shipped: faster but worse).
 bash scripts/train_real.sh pruned_s13
-OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s13.yaml --stages eval --quiet
-cp runs/real_pruned_s13/eval/results.json docs/results/real-pruned-s13-eval.json
-bash scripts/eval_real.sh docs/results/real-pruned-s13 models/stages/real_pruned_s13/best.pt \
-  default=models/dtpnet_real_pruned_s11.pt
-$bin/python benchmarks/real_table.py docs/results/real-pruned-s13-x0.25.json \
-  docs/results/real-pruned-s13-x0.5.json docs/results/real-pruned-s13-x1.json \
-  --output docs/results/real-pruned-s13-targets.json
+eval_stage pruned_s13
 for run in 1 2 3; do
   rounds=12; [ "$run" = 3 ] && rounds=20
   for m in s11=models/dtpnet_real_pruned_s11.pt s13=models/stages/real_pruned_s13/best.pt; do
@@ -483,10 +487,19 @@ for run in 1 2 3; do
 done
 # Stage 14: stage 13 grown by the convex upsampling's offset (not shipped: worse on real pairs).
 bash scripts/train_real.sh pruned_s14
-OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s14.yaml --stages eval --quiet
-cp runs/real_pruned_s14/eval/results.json docs/results/real-pruned-s14-eval.json
-bash scripts/eval_real.sh docs/results/real-pruned-s14 models/stages/real_pruned_s14/best.pt \
-  default=models/dtpnet_real_pruned_s11.pt
-$bin/python benchmarks/real_table.py docs/results/real-pruned-s14-x0.25.json \
-  docs/results/real-pruned-s14-x0.5.json docs/results/real-pruned-s14-x1.json \
-  --output docs/results/real-pruned-s14-targets.json
+eval_stage pruned_s14
+# Export revision 4 against 5 on stage 11 (docs/results.md, "What the speed work changed"): r4 from
+# a checkout of commit e607f32 (the last with revision 4), r5 from this one, alternating.
+r4=$(mktemp -d)/r4 && git worktree add --detach "$r4" e607f32
+r4_run() { (cd "$r4" && PYTHONPATH="$r4" "$root/$bin/python" "$@"); }
+r4_run benchmarks/ort_profile.py --checkpoint models/dtpnet_real_pruned_s11.pt --size 480x640 --runs 10 \
+  --threads 2 --top-nodes 40 --output "$root/docs/results/ort-profile-640x480-pruned-s11-r4.json"
+$bin/python benchmarks/ort_profile.py --checkpoint models/dtpnet_real_pruned_s11.pt --size 480x640 --runs 10 \
+  --threads 2 --top-nodes 40 --output docs/results/ort-profile-640x480-pruned-s11-r5.json
+for run in 1 2; do
+  r4_run benchmarks/sgbm_speed.py --model s11_r4=models/dtpnet_real_pruned_s11.pt --size 480x640 \
+    --threads 2 --rounds 12 --output "$root/docs/results/sgbm-speed-640x480-s11-r4-run$run.json"
+  $bin/python benchmarks/sgbm_speed.py --model s11_r5=models/dtpnet_real_pruned_s11.pt --size 480x640 \
+    --threads 2 --rounds 12 --output docs/results/sgbm-speed-640x480-s11-r5-run$run.json
+done
+git worktree remove --force "$r4"

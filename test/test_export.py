@@ -110,7 +110,7 @@ def test_onnx_metadata_round_trip_and_clear_errors():
         OnnxMetadata.from_props({"dtp_stereo.max_disparity": "abc"}, "f.onnx")
 
 
-def test_convbn_of_concat_equals_the_conv_over_the_concatenation():
+def test_convbn_of_concat_equals_the_conv_over_the_concatenation(monkeypatch):
     from dtp_stereo.models.layers import convbn, convbn_of_concat
 
     torch.manual_seed(0)
@@ -123,6 +123,8 @@ def test_convbn_of_concat_equals_the_conv_over_the_concatenation():
     parts = [torch.randn(2, 3, 10, 12), torch.randn(2, 4, 10, 12)]
     seq.eval()
     want = seq(torch.cat(parts, 1))
+    assert torch.equal(convbn_of_concat(seq, parts), want)  # eagerly: the concatenation
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)  # the export's form
     got = convbn_of_concat(seq, parts)
     assert got.shape == want.shape == (2, 5, 5, 6)
     assert torch.allclose(got, want, atol=1e-5)

@@ -110,9 +110,6 @@ class DTPNetConfig:
                              f"2..{self.max_disparity}, got {self.disparity_planes}")
         if self.upsample and self.refine:
             raise ValueError("DTPNetConfig: upsample and refine are alternatives; set one")
-        if not isinstance(self.upsample_offset, bool):
-            raise ValueError("DTPNetConfig.upsample_offset must be true or false, got "
-                             f"{self.upsample_offset!r}")
         if self.upsample_offset and not self.upsample:
             raise ValueError("DTPNetConfig.upsample_offset needs upsample widths (it corrects "
                              "the convex upsampling)")
@@ -121,9 +118,10 @@ class DTPNetConfig:
                 raise ValueError(f"DTPNetConfig.{name} needs at least one width")
         if self.correlation < 0:
             raise ValueError(f"DTPNetConfig.correlation must be >= 0, got {self.correlation}")
-        if not isinstance(self.correlation_norm, bool):
-            raise ValueError("DTPNetConfig.correlation_norm must be true or false, got "
-                             f"{self.correlation_norm!r}")
+        for name in ("correlation_norm", "upsample_offset"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"DTPNetConfig.{name} must be true or false, got "
+                                 f"{getattr(self, name)!r}")
         if self.correlation_norm and not self.correlation:
             raise ValueError("DTPNetConfig.correlation_norm needs correlation > 0")
         if len(self.fuse) != 2 or len(self.hourglass) != 4:
@@ -161,21 +159,13 @@ class DTPFeature(nn.Module):
         x4 = self.layer1(self.stem(x))
         x8 = self.layer2(x4)
         up = F.interpolate(x8, scale_factor=2.0, mode="bilinear", align_corners=False)
-        if _split_concat_convs(self):  # the same values; ONNX Runtime runs it faster
-            return self.fuse[2:](self.fuse[1](convbn_of_concat(self.fuse[0],
-                                                               (F.relu(x4), F.relu(up)))))
-        return self.fuse(F.relu(_cat(x4, up), inplace=True))
+        if torch.onnx.is_in_onnx_export():  # no concatenation in the graph (convbn_of_concat)
+            return self.fuse[1:](convbn_of_concat(self.fuse[0], (F.relu(x4), F.relu(up))))
+        return self.fuse(F.relu(_cat(x4, up), inplace=True))  # eagerly: one in-place ReLU
 
 
 def _cat(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat((a, b), dim=1)
-
-
-def _split_concat_convs(module: nn.Module) -> bool:
-    """Whether convs over a channel concatenation are written as sums of convs
-    (:func:`~dtp_stereo.models.layers.convbn_of_concat`): in ONNX export of an eval-mode model.
-    Eager PyTorch keeps the concatenation (one conv is faster there, and training needs it)."""
-    return torch.onnx.is_in_onnx_export() and not module.training
 
 
 class ShiftCorrelation(nn.Module):
@@ -315,10 +305,8 @@ class ConvexUpsample(nn.Module):
             nn.init.zeros_(self.offset.bias)
 
     def forward(self, disp_q: Tensor, *context: Tensor) -> Tensor:
-        if len(self.body) and _split_concat_convs(self):  # no concatenated copy in the export
-            hidden = self.body[1:](convbn_of_concat(self.body[0], context))
-        else:
-            hidden = self.body(context[0] if len(context) == 1 else torch.cat(context, dim=1))
+        hidden = self.body[1:](convbn_of_concat(self.body[0], context)) if len(self.body) else \
+            (context[0] if len(context) == 1 else torch.cat(context, dim=1))
         logits = self.mask(hidden)  # B×(9·16)×h×w
         h, w = disp_q.shape[-2:]
         padded = F.pad(disp_q[:, None], (1, 1, 1, 1), mode="replicate")  # B×1×(h+2)×(w+2)
@@ -429,10 +417,7 @@ class DTPNet(nn.Module):
                 proj_r = F.normalize(proj_r, dim=1, eps=1e-6) * scale
             corr = self.correlate(proj_l, proj_r)
             pair.append(corr)
-        if _split_concat_convs(self):  # the same values; ONNX Runtime runs it faster
-            volume = self.c2d[1:](convbn_of_concat(self.c2d[0], pair))
-        else:  # channel-to-disparity: B×c2d[-1]×H/4×W/4
-            volume = self.c2d(torch.cat(pair, dim=1))
+        volume = self.c2d[1:](convbn_of_concat(self.c2d[0], pair))  # B×c2d[-1]×H/4×W/4
         aggregated = self.hourglass(self.pre(volume))  # B×pre[-1]×H/4×W/4
         logits_q = self.classifier(aggregated)  # B×P×H/4×W/4
         if corr is not None:

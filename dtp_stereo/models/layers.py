@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -25,23 +26,22 @@ def convbn(in_planes: int, out_planes: int, kernel_size: int, stride: int, pad: 
 
 
 def convbn_of_concat(seq: nn.Sequential, parts: Sequence[Tensor]) -> Tensor:
-    """``seq`` (a :func:`convbn`) on the channel concatenation of ``parts``, without building it.
+    """``seq`` (a :func:`convbn`) on the channel concatenation of ``parts``.
 
-    In eval mode the BatchNorm is folded into the conv (``w·γ/σ``, bias ``β - μ·γ/σ``) and the
-    conv over the concatenation is written as the sum of one conv per part, each with its slice
-    of the input channels: the same values to float rounding. ONNX Runtime's CPU convs work in a
-    blocked channel layout (NCHWc) that a Concat leaves and re-enters (a Concat and two layout
-    reorders per concatenation); convs and a fused Add stay in it. In training mode, or with one
-    part, it is plainly ``seq(torch.cat(parts, 1))``. B×C_i×H×W each -> B×C_out×H'×W'.
+    While an eval-mode model is exported to ONNX, the concatenation is never built: the
+    BatchNorm is folded into the conv (``torch.nn.utils.fusion.fuse_conv_bn_weights``, as
+    :mod:`dtp_stereo.optimize` does) and the conv is written as the sum of one conv per part,
+    each with its slice of the input channels: the same values to float rounding. ONNX Runtime's
+    CPU convs work in a blocked channel layout (NCHWc) that a Concat leaves and re-enters (a
+    Concat and two layout reorders per concatenation); convs and a fused Add stay in it. Eagerly
+    (one conv is faster there, and training needs the batch statistics) it is plainly
+    ``seq(torch.cat(parts, 1))``. B×C_i×H×W each -> B×C_out×H'×W'.
     """
-    if seq.training or len(parts) == 1:
+    if seq.training or len(parts) == 1 or not torch.onnx.is_in_onnx_export():
         return seq(parts[0] if len(parts) == 1 else torch.cat(tuple(parts), dim=1))
     conv, bn = seq[0], seq[1]
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    weight = conv.weight * scale[:, None, None, None]
-    bias = bn.bias - bn.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
+                                        bn.running_var, bn.eps, bn.weight, bn.bias)
     out, start = None, 0
     for x in parts:
         stop = start + x.shape[1]
