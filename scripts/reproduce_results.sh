@@ -503,3 +503,19 @@ for run in 1 2; do
     --threads 2 --rounds 12 --output docs/results/sgbm-speed-640x480-s11-r5-run$run.json
 done
 git worktree remove --force "$r4"
+# Issue 10 from the stage-11 default (docs/results.md, "Adapting to a camera without ground truth").
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
+  --output docs/results/adapt-real-pruned-s11.json
+# Stage 15: stage 11 grown by the convex upsampling's offset.
+bash scripts/train_real.sh pruned_s15
+eval_stage pruned_s15
+for run in 1 2; do
+  for m in s11=models/dtpnet_real_pruned_s11.pt s15=models/stages/real_pruned_s15/best.pt; do
+    $bin/python benchmarks/sgbm_speed.py --model pruned_$m --size 480x640 --threads 2 \
+      --rounds 12 --output docs/results/sgbm-speed-640x480-s15-vs-s11-${m%%=*}-run$run.json
+  done
+done
+# Stage 16: stage 15 continued at half its learning rate.
+bash scripts/train_real.sh pruned_s16
+eval_stage pruned_s16

@@ -16,7 +16,8 @@
 # pruned_s11 continues pruned_s10 on scenes with larger disparities (configs/real/pruned_s11.yaml,
 # "distill"); pruned_s13 continues pruned_s11 with 48 logit planes (configs/real/pruned_s13.yaml,
 # "distill"); pruned_s14 grows pruned_s13 by the upsampling's offset (configs/real/pruned_s14.yaml,
-# "distill"); pruned_s15 grows pruned_s11 by that offset (configs/real/pruned_s15.yaml, "distill"); teacher_s2
+# "distill"); pruned_s15 grows pruned_s11 by that offset (configs/real/pruned_s15.yaml, "distill");
+# pruned_s16 continues pruned_s15 at half its rate (configs/real/pruned_s16.yaml, "distill"); teacher_s2
 # continues the wide teacher at 256x512 (configs/real/teacher_s2.yaml, "distill") and teacher_s3
 # continues teacher_s2 for longer (configs/real/teacher_s3.yaml, "distill"); teacher
 # trains the wide 2D teacher of configs/real/dtp_real.yaml (pipeline stage "teacher", state in
@@ -35,7 +36,7 @@
 # (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|teacher_s2|teacher_s3|teacher|prune|prune_s12|claims-ROW [--save | dtp-train args]}
+stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|pruned_s16|teacher_s2|teacher_s3|teacher|prune|prune_s12|claims-ROW [--save | dtp-train args]}
 shift
 runs=$root/runs/real_$stage
 keep=$root/models/stages/real_$stage
@@ -44,7 +45,7 @@ l1_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quart
 kl_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: kl, weight: 1.0}]'
 case $stage in
   s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
-  pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|teacher_s2|teacher_s3) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
+  pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|pruned_s16|teacher_s2|teacher_s3) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
   teacher)
     cfg=$root/configs/real/dtp_real.yaml; steps="teacher"
     runs=$root/runs/dtp_real
@@ -71,7 +72,7 @@ case $stage in
            "single, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
-  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, pruned_s7, pruned_s8, pruned_s9, pruned_s10, pruned_s11, pruned_s13, pruned_s14, pruned_s15, teacher_s2, teacher_s3, teacher, prune, prune_s12 or claims-<row>)" >&2; exit 2 ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, pruned_s7, pruned_s8, pruned_s9, pruned_s10, pruned_s11, pruned_s13, pruned_s14, pruned_s15, pruned_s16, teacher_s2, teacher_s3, teacher, prune, prune_s12 or claims-<row>)" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
 files="last.pt best.pt metrics.csv summary.json results.json export.json"
