@@ -21,6 +21,7 @@ Usage (repository root; ``dtp-stereo real-pairs --out data/real`` first)::
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -101,6 +102,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--variant", action="append", default=None,
                    help="LABEL:key=value,... AdaptCfg fields changed for one run of every pair "
                         "(repeatable; default: one run with the defaults)")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="also copy each adapted checkpoint into this folder (for analyses such "
+                        "as benchmarks/proxy_quality.py)")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     variants = [parse_variant(v) for v in (args.variant or ["default"])]
@@ -146,6 +150,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 summary = adapt(Path(args.checkpoint), load_folder_pairs(folder), out, settings,
                                 progress=False, tensorboard=False)
                 seconds = time.perf_counter() - t0
+                if args.keep is not None:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(out, args.keep / out.name)
                 adapted = StereoPipeline.from_checkpoint(out, threads=args.threads)
                 tested = {f"{n}@{s:g}": {**reference[f"{n}@{s:g}"],
                                          "adapted": _score(adapted, l, r, g, d_max)}

@@ -519,3 +519,16 @@ done
 # Stage 16: stage 15 continued at half its learning rate.
 bash scripts/train_real.sh pruned_s16
 eval_stage pruned_s16
+# Issue 10, why Motorcycle stops near -10 % (docs/results.md, "Why Motorcycle stops near -10 %").
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default --keep "$root/runs/adapted_s11" \
+  --output docs/results/adapt-s11-motorcycle-kept.json
+$bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs motorcycle@0.5 aloe@0.25 --threads 2 --output docs/results/adapt-proxy-quality-s11.json
+$bin/python benchmarks/proxy_quality.py --checkpoint runs/adapted_s11/adapted_default_motorcycle_0.5.pt \
+  --pairs motorcycle@0.5 --threads 2 --output docs/results/adapt-proxy-quality-s11-adapted-motorcycle.json
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
+  --variant photo_only:proxy_weight=0 --variant photo3:photometric_weight=3 \
+  --variant anchor0:anchor_weight=0 --variant steps600:steps=600 \
+  --output docs/results/adapt-ablation-s11-unlabelled.json
