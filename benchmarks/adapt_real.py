@@ -13,6 +13,8 @@ Real pairs are evaluation data: nothing here picks a checkpoint.
 the loss ablation (``proxy_only:photometric_weight=0,smoothness_weight=0``,
 ``photometric_only:proxy=none``) and settings probes. Choosing defaults from these rows uses the
 real pairs as validation data; the report says so.
+``--keep DIR`` also keeps each adapted checkpoint (``adapted_LABEL_NAME_SCALE.pt``) for analyses
+such as ``benchmarks/proxy_quality.py --checkpoint`` (errors split by proxy-label coverage).
 
 Usage (repository root; ``dtp-stereo real-pairs --out data/real`` first)::
 
