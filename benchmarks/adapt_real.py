@@ -110,6 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     variants = [parse_variant(v) for v in (args.variant or ["default"])]
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     pairs = [_load(args.root, spec) for spec in args.pairs]
@@ -153,7 +155,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 progress=False, tensorboard=False)
                 seconds = time.perf_counter() - t0
                 if args.keep is not None:
-                    args.keep.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(out, args.keep / out.name)
                 adapted = StereoPipeline.from_checkpoint(out, threads=args.threads)
                 tested = {f"{n}@{s:g}": {**reference[f"{n}@{s:g}"],

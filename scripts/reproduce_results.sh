@@ -532,3 +532,7 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.
   --variant photo_only:proxy_weight=0 --variant photo3:photometric_weight=3 \
   --variant anchor0:anchor_weight=0 --variant steps600:steps=600 \
   --output docs/results/adapt-ablation-s11-unlabelled.json
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
+  --variant seed1:seed=1 --variant seed1_steps600:seed=1,steps=600 \
+  --output docs/results/adapt-steps600-seed1-s11.json
