@@ -74,6 +74,11 @@ def parse_variant(text: str) -> Tuple[str, Dict[str, object]]:
         kind = type(getattr(defaults, key))
         if kind is tuple:  # crop: HxW; proxy_blocks: 3+5+7
             overrides[key] = tuple(int(v) for v in value.replace("+", "x").split("x"))
+        elif kind is bool:  # proxy_pad=1 / true / 0 / false
+            if value.lower() not in ("1", "true", "0", "false"):
+                raise SystemExit(f"adapt_real.py: --variant {text!r}: {key} takes 1, true, 0 "
+                                 "or false")
+            overrides[key] = value.lower() in ("1", "true")
         else:
             overrides[key] = value if kind is str else kind(float(value)) if kind is int \
                 else kind(value)

@@ -29,9 +29,11 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks.adapt_real's pair l
 
 def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
                  d_max: int, block_sizes: Sequence[int] = (5,), proxy: str = "sgbm",
-                 teacher=None) -> Dict[str, float]:
+                 teacher=None, pad: bool = False) -> Dict[str, float]:
     """Proxy-label coverage and accuracy, and the model's errors on and off them (%, px);
-    ``proxy`` and ``teacher`` as adapt's (``training.adapt.pair_proxy``)."""
+    ``proxy``, ``teacher`` and ``pad`` as adapt's (``training.adapt.pair_proxy``). The left
+    band (the columns left of the SGBM search range, which unpadded SGBM never labels) is
+    reported apart."""
     from dtp_stereo.backends.torch_backend import TorchBackend
     from dtp_stereo.metrics import valid_mask
     from dtp_stereo.pipeline import StereoPipeline
@@ -41,8 +43,10 @@ def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
     pred = StereoPipeline(TorchBackend(model, fuse_bn=False))(left, right)
     search = fitted_proxy_range(pred, d_max)
     labels, conf = pair_proxy(proxy, left, right, d_max, block_sizes=block_sizes,
-                              sgbm_range=search, teacher=teacher)
+                              sgbm_range=search, teacher=teacher, sgbm_pad=pad)
     valid = valid_mask(gt, d_max)
+    band = np.zeros_like(valid)
+    band[:, :search] = True
     covered = conf.astype(bool) & valid
     uncovered = valid & ~covered
     label_err, model_err = np.abs(labels - gt), np.abs(np.nan_to_num(pred, nan=-1e6) - gt)
@@ -58,7 +62,12 @@ def pair_quality(model, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
             "model_bad2": pct(bad, valid), "model_bad2_covered": pct(bad & covered, covered),
             "model_bad2_uncovered": pct(bad & uncovered, uncovered),
             "uncovered_share_of_errors_pct": pct(bad & uncovered, bad),
-            "bad2_if_labels_fitted": pct(bad_if_fitted, valid)}
+            "bad2_if_labels_fitted": pct(bad_if_fitted, valid),
+            "left_band_share_pct": pct(valid & band, valid),
+            "left_band_coverage_pct": pct(covered & band, valid & band),
+            "proxy_bad2_left_band": pct((label_err > 2) & covered & band, covered & band),
+            "model_bad2_left_band": pct(bad & band, valid & band),
+            "model_bad2_outside_band": pct(bad & ~band, valid & ~band)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -83,6 +92,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    choices=[s for s in PROXY_SOURCES if s != "none"],
                    help="proxy sources to compare (default: sgbm)")
     p.add_argument("--proxy-teacher", default="", help="the teacher of the teacher proxies")
+    p.add_argument("--proxy-pad", nargs="+", choices=("off", "on"), default=None,
+                   help="SGBM on unpadded and/or left-padded images (default: adapt's)")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     if any("teacher" in s for s in args.proxy) != bool(args.proxy_teacher):
@@ -97,21 +108,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.proxy_blocks else [AdaptCfg().proxy_blocks]
     for blocks in block_sets:
         AdaptCfg(proxy_blocks=blocks)  # validates
+    pads = [v == "on" for v in args.proxy_pad] if args.proxy_pad else [AdaptCfg().proxy_pad]
     for spec in args.pairs:
         _, _, left, right, gt = _load(args.root, spec)
         if left.shape[1] > max_width:  # as adapt scales it (INTER_AREA), the GT with it
             left, right, gt = scale_pair(left, right, gt, max_width / left.shape[1])
         for proxy in args.proxy:
             for blocks in block_sets:
-                key = spec
-                if len(block_sets) > 1:
-                    key += f" blocks {'+'.join(map(str, blocks))}"
-                if len(args.proxy) > 1:
-                    key += f" proxy {proxy}"
-                rows[key] = pair_quality(model, left, right, gt, int(ckpt.max_disparity), blocks,
-                                         proxy, teacher)
-                print(key, {k: round(v, 2) if isinstance(v, float) else v
-                            for k, v in rows[key].items()}, flush=True)
+                for pad in pads:
+                    key = spec
+                    if len(block_sets) > 1:
+                        key += f" blocks {'+'.join(map(str, blocks))}"
+                    if len(args.proxy) > 1:
+                        key += f" proxy {proxy}"
+                    if len(pads) > 1:
+                        key += f" pad {'on' if pad else 'off'}"
+                    rows[key] = pair_quality(model, left, right, gt, int(ckpt.max_disparity),
+                                             blocks, proxy, teacher, pad)
+                    print(key, {k: round(v, 2) if isinstance(v, float) else v
+                                for k, v in rows[key].items()}, flush=True)
     if args.output:
         write_report(str(args.output), {"checkpoint": args.checkpoint, "pairs": rows,
                                         "proxy_teacher": args.proxy_teacher or None,

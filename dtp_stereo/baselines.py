@@ -33,7 +33,8 @@ def fill_invalid_background(disparity: np.ndarray, invalid: np.ndarray) -> np.nd
 
 
 def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192,
-                   *, fill: bool = True, block_size: int = SGBM_BLOCK_SIZE) -> np.ndarray:
+                   *, fill: bool = True, block_size: int = SGBM_BLOCK_SIZE,
+                   pad_left: bool = False) -> np.ndarray:
     """Disparity of a rectified pair with OpenCV StereoSGBM (3-way mode).
 
     Args:
@@ -43,6 +44,12 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192
         fill: densify holes with :func:`fill_invalid_background`; otherwise they are NaN.
         block_size: matched block size, pixels (odd, >= 1); the penalties P1 / P2 scale with
             its square.
+        pad_left: pad both images on the left by the search range (edge pixels repeated)
+            before matching and crop the result back. OpenCV leaves the left ``numDisparities``
+            columns invalid whatever their disparity; padded, it matches them too (a pixel at
+            column x can still only find disparities up to x inside the right image; larger
+            ones meet the repeated edge, which the uniqueness test mostly rejects). Off by
+            default: the baseline is SGBM as OpenCV returns it.
 
     Returns:
         H×W float32 disparity, pixels.
@@ -63,7 +70,12 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, max_disparity: int = 192
         P1=8 * channels * bs * bs, P2=32 * channels * bs * bs, disp12MaxDiff=1,
         uniquenessRatio=10, speckleWindowSize=100, speckleRange=2,
         mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+    if pad_left:
+        left, right = (cv2.copyMakeBorder(np.ascontiguousarray(im), 0, 0, num_disp, 0,
+                                          cv2.BORDER_REPLICATE) for im in (left, right))
     raw = matcher.compute(np.ascontiguousarray(left), np.ascontiguousarray(right))
+    if pad_left:
+        raw = raw[:, num_disp:]
     disp = raw.astype(np.float32) / 16.0  # fixed point, 4 fractional bits
     invalid = raw < 0
     if fill:

@@ -271,13 +271,13 @@ bash scripts/eval_real.sh docs/results/real-pruned-s7 models/stages/real_pruned_
   default=models/dtpnet_real_pruned_s6.pt
 # Adaptation from the stage-6 default with SGBM labels, and with the teacher filling SGBM's holes.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s6.pt \
-  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
-  --variant sgbm+teacher:proxy=sgbm+teacher,proxy_teacher=models/stages/real_teacher_s2/best.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default:steps=300 \
+  --variant sgbm+teacher:proxy=sgbm+teacher,proxy_teacher=models/stages/real_teacher_s2/best.pt,steps=300 \
   --output docs/results/adapt-teacher-proxy-s6.json
 # Adaptation without ground truth (issue 10) on the real pairs: before / after / SGBM. These two
 # ran with the constant-rate defaults of sessions 6-7 (lr 1.5e-4), spelled out since session 8's
 # cosine default (their JSONs name the variant "default"; --timing-pairs uses the current defaults).
-const="lr_schedule=constant,lr=1.5e-4"
+const="lr_schedule=constant,lr=1.5e-4,steps=300"
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant "default:$const" \
   --output docs/results/adapt-real-pruned-s3.json
@@ -288,15 +288,15 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
 # and how far SGBM's proxy labels can take adaptation on each pair (analysis of evaluation data).
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s3.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
-  --variant cos3e-4:lr_schedule=cosine,lr=0.0003 \
-  --variant cos3e-4_unlabelled:lr_schedule=cosine,lr=0.0003,anchor_on=unlabelled \
+  --variant cos3e-4:lr_schedule=cosine,lr=0.0003,steps=300 \
+  --variant cos3e-4_unlabelled:lr_schedule=cosine,lr=0.0003,anchor_on=unlabelled,steps=300 \
   --output docs/results/adapt-ablation-cosine.json
 $bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s3.pt --threads 1 \
   --output docs/results/adapt-proxy-quality.json
 # The same pairs from the stage-4 default (session 9): proxy block size, replay weight, learning rate.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s4.pt \
-  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
-  --variant blocks3:proxy_blocks=3 --variant replay0.5:synthetic_weight=0.5 --variant lr5e-4:lr=0.0005 \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default:steps=300 \
+  --variant blocks3:proxy_blocks=3,steps=300 --variant replay0.5:synthetic_weight=0.5,steps=300 --variant lr5e-4:lr=0.0005,steps=300 \
   --output docs/results/adapt-ablation-proxy.json
 # What the proxy labels could teach the stage-6 default: block sizes, and a network teacher (session 10).
 $bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s6.pt --threads 1 \
@@ -307,7 +307,7 @@ $bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s
 # Which adaptation losses and settings earn their place (real pairs = validation here). These rows
 # were run with the earlier defaults (lr 5e-5, anchor 1, no replay), spelled out here since the
 # defaults changed; adapt-real-lr5e-5.json is the earlier defaults' main run (same command as above).
-old="lr=5e-5,lr_schedule=constant,anchor_weight=1,synthetic_weight=0"
+old="lr=5e-5,lr_schedule=constant,anchor_weight=1,synthetic_weight=0,steps=300"
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --variant "default:$old" \
   --variant "proxy_only:$old,photometric_weight=0,smoothness_weight=0" \
@@ -433,7 +433,7 @@ $bin/python benchmarks/sgbm_speed.py --model pruned_s8=models/dtpnet_real_pruned
   --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-pruned-s8-run2.json
 # Session 15: adaptation (issue 10) from the stage-10 default with the current defaults.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s10.pt \
-  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default:steps=300 \
   --output docs/results/adapt-real-pruned-s10.json
 # Stage 11: stage 10 on scenes whose disparities reach D - 1 more often (cap fraction up to 0.40).
 bash scripts/train_real.sh pruned_s11
@@ -505,7 +505,7 @@ done
 git worktree remove --force "$r4"
 # Issue 10 from the stage-11 default (docs/results.md, "Adapting to a camera without ground truth").
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
-  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default:steps=300 \
   --output docs/results/adapt-real-pruned-s11.json
 # Stage 15: stage 11 grown by the convex upsampling's offset.
 bash scripts/train_real.sh pruned_s15
@@ -521,7 +521,7 @@ bash scripts/train_real.sh pruned_s16
 eval_stage pruned_s16
 # Issue 10, why Motorcycle stops near -10 % (docs/results.md, "Why Motorcycle stops near -10 %").
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
-  --pairs motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default --keep "$root/runs/adapted_s11" \
+  --pairs motorcycle@0.5 --threads 2 --timing-pairs 0 --variant default:steps=300 --keep "$root/runs/adapted_s11" \
   --output docs/results/adapt-s11-motorcycle-kept.json
 $bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s11.pt \
   --pairs motorcycle@0.5 aloe@0.25 --threads 2 --output docs/results/adapt-proxy-quality-s11.json
@@ -529,10 +529,21 @@ $bin/python benchmarks/proxy_quality.py --checkpoint runs/adapted_s11/adapted_de
   --pairs motorcycle@0.5 --threads 2 --output docs/results/adapt-proxy-quality-s11-adapted-motorcycle.json
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
-  --variant photo_only:proxy_weight=0 --variant photo3:photometric_weight=3 \
-  --variant anchor0:anchor_weight=0 --variant steps600:steps=600 \
+  --variant photo_only:proxy_weight=0,steps=300 --variant photo3:photometric_weight=3,steps=300 \
+  --variant anchor0:anchor_weight=0,steps=300 --variant steps600:steps=600 \
   --output docs/results/adapt-ablation-s11-unlabelled.json
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
-  --variant seed1:seed=1 --variant seed1_steps600:seed=1,steps=600 \
+  --variant seed1:seed=1,steps=300 --variant seed1_steps600:seed=1,steps=600 \
   --output docs/results/adapt-steps600-seed1-s11.json
+# session 20: padded SGBM proxies (left border labelled; stays off), then the 600-step defaults
+$bin/python benchmarks/proxy_quality.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --proxy-pad off on \
+  --output docs/results/adapt-proxy-quality-pad-s11.json
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 0 \
+  --variant pad:proxy_pad=1,steps=300 --variant pad_steps600:proxy_pad=1,steps=600 \
+  --output docs/results/adapt-pad-s11.json
+$bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
+  --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 --variant default \
+  --output docs/results/adapt-real-pruned-s11-steps600.json

@@ -97,6 +97,25 @@ def test_proxy_consensus_keeps_a_subset_where_block_sizes_agree():
     assert not disp[~keep].any()
 
 
+def test_padded_proxies_label_the_left_band_that_opencv_leaves_invalid():
+    """sgbm_disparity(pad_left=True) matches the left numDisparities columns too; the labels
+    there are right, and none points outside the right image."""
+    from dtp_stereo.baselines import sgbm_disparity
+
+    s = SyntheticStereo(height=96, width=192, max_disparity=32, seed=1).sample(0)
+    plain = sgbm_disparity(s["left"], s["right"], 48, fill=False)
+    padded = sgbm_disparity(s["left"], s["right"], 48, fill=False, pad_left=True)
+    assert padded.shape == plain.shape == (96, 192)
+    assert np.isnan(plain[:, :48]).all() and np.isfinite(padded[:, :48]).mean() > 0.3
+    disp, conf = proxy_labels(s["left"], s["right"], 48, pad=True)
+    band = conf[:, :48] > 0
+    assert band.mean() > 0.2 and not (proxy_labels(s["left"], s["right"], 48)[1][:, :48]).any()
+    err = np.abs(disp - s["disparity"])[:, :48][band & s["valid"][:, :48]]
+    assert np.median(err) < 1.0 and (err > 2).mean() < 0.1
+    xs = np.arange(192)[None, :].repeat(96, 0)
+    assert (disp[conf > 0] <= xs[conf > 0] + 0.5).all()  # every match lies in the right image
+
+
 @pytest.mark.parametrize("blocks", [(), (4,), (3, 17)])
 def test_proxy_blocks_must_be_odd_block_sizes(blocks):
     with pytest.raises(AdaptError, match="proxy_blocks"):
@@ -220,9 +239,11 @@ def test_cli(student, tmp_path, capsys):
     rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(pairs), "--output",
                str(tmp_path / "flags.pt"), "--steps", "1", "--batch-size", "1", "--crop", "64x96",
                "--quiet", "--threads", "1", "--lr-schedule", "constant", "--anchor-on",
-               "unlabelled", "--proxy-blocks", "3+5+7"])
+               "unlabelled", "--proxy-blocks", "3+5+7",
+               "--no-proxy-pad" if AdaptCfg().proxy_pad else "--proxy-pad"])
     settings = load_checkpoint(tmp_path / "flags.pt").provenance["adapt"]["settings"]
     assert rc == 0 and settings["lr_schedule"] == "constant"
+    assert settings["proxy_pad"] is not AdaptCfg().proxy_pad  # the flag flips the default
     assert settings["anchor_on"] == "unlabelled" and tuple(settings["proxy_blocks"]) == (3, 5, 7)
     capsys.readouterr()
     rc = main(["adapt", "--checkpoint", str(student), "--pairs", str(pairs), "--output",
@@ -246,6 +267,10 @@ def test_adapt_benchmark_variants_are_typed_and_checked():
     assert parse_variant("p:proxy=none,steps=600,crop=128x160") == (
         "p", {"proxy": "none", "steps": 600, "crop": (128, 160)})
     assert parse_variant("c:proxy_blocks=3+5+7") == ("c", {"proxy_blocks": (3, 5, 7)})
+    assert parse_variant("b:proxy_pad=1") == ("b", {"proxy_pad": True})
+    assert parse_variant("b:proxy_pad=False") == ("b", {"proxy_pad": False})
+    with pytest.raises(SystemExit, match="proxy_pad takes"):
+        parse_variant("b:proxy_pad=maybe")
     with pytest.raises(SystemExit, match="nonsense"):
         parse_variant("x:nonsense=1")
     with pytest.raises(AdaptError):  # no loss left to teach the scene: refused before any run

@@ -334,7 +334,11 @@ def test_proxy_quality_counts_coverage_and_the_what_if_figure(monkeypatch):
     scene = SyntheticStereo(height=64, width=128, max_disparity=24, seed=5).sample(0)
     gt = scene["disparity"]
 
-    def made_up_labels(left, right, max_disparity, lr_check_px=1.0, block_sizes=(5,)):
+    pads = []
+
+    def made_up_labels(left, right, max_disparity, lr_check_px=1.0, block_sizes=(5,),
+                       pad=False):
+        pads.append(pad)
         conf = np.zeros_like(gt)
         conf[:, :64] = 1.0
         labels = gt.copy()
@@ -356,3 +360,11 @@ def test_proxy_quality_counts_coverage_and_the_what_if_figure(monkeypatch):
     assert got["bad2_if_labels_fitted"] == pytest.approx(expected)
     assert got["model_bad2_uncovered"] == pytest.approx(
         100 * bad_right.sum() / (valid & ~left_half).sum())
+    band = np.zeros_like(valid)
+    band[:, :got["proxy_range_px"]] = True  # the columns unpadded SGBM never labels
+    assert got["left_band_share_pct"] == pytest.approx(100 * (valid & band).sum() / valid.sum())
+    assert got["model_bad2_left_band"] == pytest.approx(
+        100 * ((err > 2) & valid & band).sum() / (valid & band).sum())
+    assert pads == [False]
+    quality.pair_quality(model, scene["left"], scene["right"], gt, 32, pad=True)
+    assert pads == [False, True]  # --proxy-pad on reaches the labels

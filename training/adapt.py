@@ -25,7 +25,8 @@ name) or from a rosbag2 (two image topics, exact stamps). Losses, each switchabl
   and is what lets a higher learning rate adapt further without losing the synthetic test split
   (docs/results/adapt-ablation*.json).
 
-Defaults work without tuning (chosen on two validation pairs, docs/results.md): learning rate
+Defaults work without tuning (chosen on two validation pairs, docs/results.md): 600 steps
+(300 until session 20: 600 adapt further and forget less, two seeds), learning rate
 3e-4 decaying to 0 on a cosine (the mean rate of the earlier constant 1.5e-4, with less
 forgetting: docs/results/adapt-ablation-cosine.json), anchor 0.25 and replay 1.0, BatchNorm
 statistics frozen (tiny batches of one camera would skew them), crops of 256×320 of images
@@ -73,7 +74,7 @@ class AdaptError(ValueError):
 class AdaptCfg:
     """Settings of one adaptation run (defaults work without tuning)."""
 
-    steps: int = 300  # optimisation steps
+    steps: int = 600  # optimisation steps (300 until session 20: docs/results.md, issue 10)
     lr: float = 3e-4  # AdamW learning rate (peak of the schedule)
     lr_schedule: str = "cosine"  # "cosine": lr·(1 + cos(π·step/steps))/2, or "constant"
     batch_size: int = 2  # crops per step
@@ -99,6 +100,9 @@ class AdaptCfg:
     # of the starting model's disparity, rounded up to 16 (a range of D = 192 on a 320-px-wide
     # image leaves SGBM almost nothing to match: its left 192 columns are invalid)
     proxy_range: int = 0
+    # SGBM proxies on images padded on the left by the search range, so that the left border
+    # columns, which OpenCV leaves invalid, get labels too (dtp_stereo.baselines.sgbm_disparity)
+    proxy_pad: bool = False
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50  # resume state every N steps
@@ -256,8 +260,8 @@ def _downscale(pairs: StereoPairs, max_width: int) -> Tuple[List[np.ndarray], Li
 
 # ----------------------------------------------------------------------------------- losses
 def proxy_labels(left: np.ndarray, right: np.ndarray, max_disparity: int,
-                 lr_check_px: float = 1.0,
-                 block_sizes: Sequence[int] = (5,)) -> Tuple[np.ndarray, np.ndarray]:
+                 lr_check_px: float = 1.0, block_sizes: Sequence[int] = (5,),
+                 pad: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """SGBM disparity and a 0/1 confidence (H×W float32 each) for one uint8 RGB pair.
 
     Confident: SGBM matched the pixel (uniqueness ratio 10, speckle filter, ``disp12MaxDiff``
@@ -265,9 +269,11 @@ def proxy_labels(left: np.ndarray, right: np.ndarray, max_disparity: int,
     several ``block_sizes`` (pixels) a pixel is confident only where every block size's label is
     and all lie within ``lr_check_px`` of their median, which becomes the label: a consensus
     of matchers, fewer and surer labels than any one of them (Tonioni et al. 2017 filter one
-    matcher's labels by a learned confidence instead).
+    matcher's labels by a learned confidence instead). ``pad``: SGBM on images padded on the
+    left (``sgbm_disparity(pad_left=True)``), so the border columns that OpenCV leaves invalid,
+    in both views, can be labelled too.
     """
-    labels, confident = zip(*(_lr_checked_sgbm(left, right, max_disparity, lr_check_px, b)
+    labels, confident = zip(*(_lr_checked_sgbm(left, right, max_disparity, lr_check_px, b, pad)
                               for b in block_sizes))
     if len(labels) == 1:
         return labels[0], confident[0]
@@ -279,10 +285,11 @@ def proxy_labels(left: np.ndarray, right: np.ndarray, max_disparity: int,
 
 
 def _lr_checked_sgbm(left: np.ndarray, right: np.ndarray, max_disparity: int,
-                     lr_check_px: float, block_size: int) -> Tuple[np.ndarray, np.ndarray]:
+                     lr_check_px: float, block_size: int,
+                     pad: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """One block size's SGBM labels and their left-right-consistency mask (see proxy_labels)."""
     return _lr_checked(lambda a, b: sgbm_disparity(a, b, max_disparity, fill=False,
-                                                   block_size=block_size),
+                                                   block_size=block_size, pad_left=pad),
                        left, right, max_disparity, lr_check_px)
 
 
@@ -427,16 +434,17 @@ def _proxy_range(cfg: AdaptCfg, reference: nn.Module, left: np.ndarray, right: n
 
 def pair_proxy(proxy: str, left: np.ndarray, right: np.ndarray, d_max: int,
                lr_check_px: float = 1.0, block_sizes: Sequence[int] = (5,),
-               sgbm_range: Optional[int] = None, teacher: Optional[nn.Module] = None
-               ) -> Tuple[np.ndarray, np.ndarray]:
+               sgbm_range: Optional[int] = None, teacher: Optional[nn.Module] = None,
+               sgbm_pad: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """One pair's (label, confidence), H×W float32 each, from ``proxy``'s sources: SGBM over
     ``sgbm_range`` pixels (default ``d_max``), the frozen ``teacher`` network, or SGBM with the
-    teacher where SGBM has no label (:func:`merge_labels`); see :class:`AdaptCfg`."""
+    teacher where SGBM has no label (:func:`merge_labels`); see :class:`AdaptCfg`. ``sgbm_pad``:
+    SGBM on left-padded images (:func:`proxy_labels`)."""
     if proxy not in PROXY_SOURCES or proxy == "none":
         raise AdaptError(f"adapt: no proxy labels from {proxy!r}")
     if "teacher" in proxy and teacher is None:
         raise AdaptError(f"adapt: proxy {proxy!r} needs a teacher network")
-    sgbm = proxy_labels(left, right, sgbm_range or d_max, lr_check_px, block_sizes) \
+    sgbm = proxy_labels(left, right, sgbm_range or d_max, lr_check_px, block_sizes, sgbm_pad) \
         if "sgbm" in proxy else None
     taught = teacher_labels(teacher, left, right, d_max, lr_check_px) \
         if "teacher" in proxy else None
@@ -466,7 +474,8 @@ def _proxies(cfg: AdaptCfg, reference: nn.Module, left_imgs: Sequence[np.ndarray
     with torch.inference_mode():
         return [pair_proxy(cfg.proxy, a, b, d_max, cfg.lr_check_px, cfg.proxy_blocks,
                            _proxy_range(cfg, reference, a, b, d_max) if "sgbm" in cfg.proxy
-                           else None, teacher) for a, b in zip(left_imgs, right_imgs)]
+                           else None, teacher, cfg.proxy_pad)
+                for a, b in zip(left_imgs, right_imgs)]
 
 
 def fitted_proxy_range(disparity: np.ndarray, d_max: int) -> int:

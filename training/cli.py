@@ -144,6 +144,9 @@ def _adapt_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-blocks", default="+".join(map(str, d.proxy_blocks)),
                    help="SGBM block sizes of the proxy labels, px, e.g. 3+5+7: with several, "
                    "a label is kept only where all agree (%(default)s)")
+    p.add_argument("--proxy-pad", action=argparse.BooleanOptionalAction, default=d.proxy_pad,
+                   help="SGBM proxies on images padded on the left, so that the left border "
+                   "columns, which OpenCV leaves invalid, are labelled too (%(default)s)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (%(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -180,7 +183,7 @@ def _adapt(argv: Sequence[str]) -> int:
                        smoothness_weight=args.smoothness_weight,
                        anchor_weight=args.anchor_weight, anchor_on=args.anchor_on,
                        synthetic_weight=args.synthetic_weight, lr_check_px=args.lr_check_px,
-                       proxy_blocks=_block_sizes(args.proxy_blocks),
+                       proxy_blocks=_block_sizes(args.proxy_blocks), proxy_pad=args.proxy_pad,
                        proxy_teacher=args.proxy_teacher, seed=args.seed)
         checkpoint = resolve_model(args.checkpoint)
         if args.threads > 0:
