@@ -26,7 +26,8 @@ name) or from a rosbag2 (two image topics, exact stamps). Losses, each switchabl
   (docs/results/adapt-ablation*.json).
 
 Defaults work without tuning (chosen on two validation pairs, docs/results.md): 600 steps
-(300 until session 20: 600 adapt further and forget less, two seeds), learning rate
+(300 until session 20: 600 adapt further on Aloe in both seeds and on Motorcycle
+in one of two, and forget less), learning rate
 3e-4 decaying to 0 on a cosine (the mean rate of the earlier constant 1.5e-4, with less
 forgetting: docs/results/adapt-ablation-cosine.json), anchor 0.25 and replay 1.0, BatchNorm
 statistics frozen (tiny batches of one camera would skew them), crops of 256×320 of images
