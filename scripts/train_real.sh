@@ -36,16 +36,17 @@
 # (last.pt only while the stage is unfinished: a finished stage keeps best.pt).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|pruned_s16|teacher_s2|teacher_s3|teacher|prune|prune_s12|claims-ROW [--save | dtp-train args]}
+stage=${1:?usage: train_real.sh s1|s2|pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|pruned_s16|pruned_s17|teacher_s2|teacher_s3|teacher|prune|prune_s12|claims-ROW [--save | dtp-train args]}
 shift
 runs=$root/runs/real_$stage
 keep=$root/models/stages/real_$stage
 row_args=()  # the claims row's config overrides
 l1_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: logits_l1, weight: 1.0}]'
+mix_sources='[{name: synthetic, weight: 0.7}, {name: single_image, weight: 0.3}]'
 kl_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: kl, weight: 1.0}]'
 case $stage in
   s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
-  pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|pruned_s16|teacher_s2|teacher_s3) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
+  pruned_s2|pruned_s3|pruned_s4|pruned_s5|pruned_s6|pruned_s7|pruned_s8|pruned_s9|pruned_s10|pruned_s11|pruned_s13|pruned_s14|pruned_s15|pruned_s16|pruned_s17|teacher_s2|teacher_s3) cfg=$root/configs/real/$stage.yaml; steps="distill" ;;
   teacher)
     cfg=$root/configs/real/dtp_real.yaml; steps="teacher"
     runs=$root/runs/dtp_real
@@ -65,14 +66,15 @@ case $stage in
       pruned) steps="finetune eval" ;;
       photo) row_args=(data.train.name=photo_layers data.train.textures=data/textures) ;;
       single) row_args=(data.train.name=single_image data.train.textures=data/textures) ;;
+      mix) row_args=(data.train.name=mix data.train.textures=data/textures "data.train.sources=$mix_sources") ;;
       scratch) row_args=(student_model.checkpoint=null) ;;
       norm) row_args=(student_model.checkpoint=null student_model.config.correlation_norm=true) ;;
       corr32) row_args=(student_model.checkpoint=null student_model.config.correlation=32) ;;
       *) echo "train_real.sh: unknown claims row '$row' (gt, l1, kl, both, pruned, photo," \
-           "single, scratch, norm, corr32)" >&2; exit 2 ;;
+           "single, mix, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
-  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, pruned_s7, pruned_s8, pruned_s9, pruned_s10, pruned_s11, pruned_s13, pruned_s14, pruned_s15, pruned_s16, teacher_s2, teacher_s3, teacher, prune, prune_s12 or claims-<row>)" >&2; exit 2 ;;
+  *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, pruned_s7, pruned_s8, pruned_s9, pruned_s10, pruned_s11, pruned_s13, pruned_s14, pruned_s15, pruned_s16, pruned_s17, teacher_s2, teacher_s3, teacher, prune, prune_s12 or claims-<row>)" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "train_real.sh: no config $cfg" >&2; exit 2; }
 files="last.pt best.pt metrics.csv summary.json results.json export.json"

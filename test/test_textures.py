@@ -281,6 +281,40 @@ def test_build_dataset_generators(name, bank_dir):
         build_dataset({"name": "synthetic", "textures": "x"})
 
 
+def test_mix_draws_each_index_from_one_source_by_weight(bank_dir):
+    """A mix keeps the plain stream's scenes where it picks the procedural source."""
+    spec = {"name": "mix", "fresh": True, "seed": 3, "height": 32, "width": 64,
+            "max_disparity": 24, "synthetic": {"max_disparity_fraction": 0.3},
+            "textures": str(bank_dir["out"]),
+            "sources": [{"name": "synthetic", "weight": 0.7},
+                        {"name": "single_image", "weight": 0.3}]}
+    mix = build_dataset(spec)
+    assert mix.fresh and len(mix) == FRESH_LENGTH
+    gen = mix.generator
+    picks = np.array([gen.source_of(i) for i in range(2000)])
+    assert 0.26 < picks.mean() < 0.34  # share of single_image
+    assert picks.tolist() == [gen.source_of(i) for i in range(2000)]  # deterministic
+    plain = build_dataset({k: v for k, v in spec.items() if k not in ("sources", "textures")}
+                          | {"name": "synthetic"})
+    single = build_dataset({**{k: v for k, v in spec.items() if k != "sources"},
+                            "name": "single_image"})
+    first = {k: int(np.argmax(picks == k)) for k in (0, 1)}
+    assert torch.equal(mix[first[0]]["left"], plain[first[0]]["left"])
+    assert torch.equal(mix[first[1]]["left"], single[first[1]]["left"])
+    assert gen.sample(first[1])["meta"]["source"] == "SingleImageStereo"
+    batch = torch.utils.data.default_collate([mix[i] for i in range(4)])
+    assert batch["left"].shape == (4, 3, 32, 64)
+    bad = [({"sources": []}, "non-empty"), ({"sources": [{"name": "synthetic"}]}, "weight"),
+           ({"sources": [{"name": "kitti2015", "weight": 1}]}, "not one of"),
+           ({"sources": [{"name": "synthetic", "weight": 0}]}, "> 0"),
+           ({"sources": [{"name": "synthetic", "weight": 1, "root": "x"}]}, "unknown keys")]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            build_dataset({**spec, **change})
+    with pytest.raises(ValueError, match="mix only"):
+        build_dataset({"name": "synthetic", "sources": spec["sources"]})
+
+
 def test_stereo_dataset_accepts_any_generator():
     class Gen:
         def __init__(self):

@@ -43,6 +43,7 @@ class DatasetCfg:
     fresh: Optional[bool] = None  # generators: an unbounded stream of new scenes
     textures: Optional[str] = None  # photo_layers / single_image: texture-bank folder
     photo_prob: Optional[float] = None  # photo_layers: share of photo-textured surfaces
+    sources: Optional[Tuple[Dict[str, Any], ...]] = None  # mix: [{name, weight, ...}] generators
 
     def spec(self) -> Dict[str, Any]:
         """The ``build_dataset`` spec: the keys that are set."""

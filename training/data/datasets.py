@@ -8,7 +8,9 @@
 
 ``build_dataset(spec)`` builds one from a config dict, e.g.
 ``{"name": "synthetic", "split": "val", "size": 64, "height": 64, "width": 128}``,
-``{"name": "single_image", "textures": "data/textures", "fresh": true}`` or
+``{"name": "single_image", "textures": "data/textures", "fresh": true}``,
+``{"name": "mix", "fresh": true, "sources": [{"name": "synthetic", "weight": 0.7},
+{"name": "single_image", "weight": 0.3}]}`` or
 ``{"name": "kitti2015", "root": "/data/kitti15", "split": "val", "val_fraction": 0.2,
 "augment": {"crop_size": [256, 512]}}``.
 """
@@ -25,15 +27,16 @@ from dtp_stereo.data.readers import SampleRef, list_dataset, load_sample
 from dtp_stereo.data.synthetic import SyntheticStereo, split_seed
 from training.data.augment import StereoAugment
 
-__all__ = ["StereoDataset", "SampleGenerator", "build_dataset", "holdout_split", "to_tensors",
-           "SPEC_KEYS", "GENERATORS"]
+__all__ = ["StereoDataset", "SampleGenerator", "MixedStereo", "build_dataset", "holdout_split",
+           "to_tensors", "SPEC_KEYS", "GENERATORS", "SOURCE_KEYS"]
 
 SPEC_KEYS = ("name", "root", "split", "size", "height", "width", "max_disparity", "seed",
              "augment", "augment_seed", "render_pass", "gt_root", "val_fraction", "synthetic",
-             "fresh", "textures", "photo_prob")
+             "fresh", "textures", "photo_prob", "sources")
+SOURCE_KEYS = ("name", "weight", "synthetic", "textures", "photo_prob")  # one ``mix`` source
 FRESH_LENGTH = 2 ** 62  # index space of a ``fresh`` synthetic stream (never wraps in practice)
 _SYNTHETIC_SIZES = {"train": 1000, "val": 64, "test": 64}
-GENERATORS = ("synthetic", "photo_layers", "single_image")  # generated (not read) datasets
+GENERATORS = ("synthetic", "photo_layers", "single_image", "mix")  # generated, not read
 
 
 class SampleGenerator(Protocol):
@@ -177,6 +180,9 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
             ``dtp-train textures`` (default ``data/textures``, relative to the working folder).
         photo_prob: ``photo_layers``: probability that a surface gets a photo texture rather
             than a procedural one (default 1).
+        sources: ``mix`` only: a list of generator specs, each ``{name, weight}`` plus its
+            own ``synthetic``, ``textures``, ``photo_prob`` (keys it leaves out come from the
+            mix's spec); see :class:`MixedStereo`.
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ValueError(f"dataset spec must be a dict with a 'name' key, got {spec!r}")
@@ -230,6 +236,12 @@ def _build_generator(name: str, spec: Mapping[str, Any], seed: int,
     args = (int(spec.get("height", 256)), int(spec.get("width", 512)),
             int(spec.get("max_disparity", 192)), seed, length)
     extra = dict(spec.get("synthetic") or {})
+    if name == "mix":
+        return MixedStereo([(float(src["weight"]), _build_generator(str(src["name"]), src_spec,
+                                                                    seed, length))
+                            for src, src_spec in _mix_sources(spec)], seed)
+    if "sources" in spec:
+        raise ValueError(f"dataset {name!r}: 'sources' applies to mix only")
     if name != "photo_layers" and "photo_prob" in spec:
         raise ValueError(f"dataset {name!r}: 'photo_prob' applies to photo_layers only")
     if name == "synthetic":
@@ -245,3 +257,84 @@ def _build_generator(name: str, spec: Mapping[str, Any], seed: int,
         return PhotoLayeredStereo(*args, textures=textures,
                                   photo_prob=float(spec.get("photo_prob", 1.0)), **extra)
     return SingleImageStereo(*args, textures=textures, **extra)
+
+
+def _mix_sources(spec: Mapping[str, Any]) -> List[Any]:
+    """``(source, effective spec)`` for each entry of a ``mix`` spec's ``sources``, checked."""
+    sources = spec.get("sources")
+    if not isinstance(sources, (list, tuple)) or not sources:
+        raise ValueError("dataset 'mix': 'sources' must be a non-empty list of "
+                         "{name, weight, ...} dicts")
+    shared = {k: spec[k] for k in ("height", "width", "max_disparity", "synthetic",
+                                   "textures", "photo_prob") if k in spec}
+    out = []
+    for i, src in enumerate(sources):
+        if not isinstance(src, Mapping) or "name" not in src or "weight" not in src:
+            raise ValueError(f"dataset 'mix': sources[{i}] must be a dict with 'name' and "
+                             f"'weight', got {src!r}")
+        unknown = sorted(set(src) - set(SOURCE_KEYS))
+        if unknown:
+            raise ValueError(f"dataset 'mix': sources[{i}]: unknown keys {unknown}; valid "
+                             f"keys: {list(SOURCE_KEYS)}")
+        name = str(src["name"]).lower()
+        if name not in GENERATORS or name == "mix":
+            raise ValueError(f"dataset 'mix': sources[{i}]: {src['name']!r} is not one of "
+                             f"{[g for g in GENERATORS if g != 'mix']}")
+        if not float(src["weight"]) > 0:
+            raise ValueError(f"dataset 'mix': sources[{i}]: weight must be > 0, got "
+                             f"{src['weight']!r}")
+        own = {**shared, **{k: v for k, v in src.items() if k not in ("name", "weight")}}
+        for key in ("textures", "photo_prob"):  # a shared key only reaches sources that take it
+            if key in own and key not in src and not (
+                    name == "photo_layers" or (key == "textures" and name == "single_image")):
+                del own[key]
+        out.append(({**src, "name": name}, own))
+    return out
+
+
+class MixedStereo:
+    """Draw each sample from one of several generators, chosen per index by weight.
+
+    Sample ``i`` comes from source ``k`` with probability ``weight_k / sum(weights)``, the
+    choice fixed by ``(seed, i)``; it is that source's own ``sample(i)``. All sources share
+    the mix's seed, so a mix's procedural samples are exactly the scenes a plain
+    ``synthetic`` stream with the same seed has at those indices (a mix at equal budget
+    replaces some scenes of that stream, it does not reorder it). Each sample's
+    ``meta["source"]`` names its generator.
+
+    Args:
+        sources: ``(weight, generator)`` pairs; weights > 0, generators of equal image size.
+        seed: the choice stream's seed.
+    """
+
+    def __init__(self, sources: Sequence[Any], seed: int = 0) -> None:
+        if not sources:
+            raise ValueError("MixedStereo: no sources")
+        weights = np.array([float(w) for w, _ in sources], dtype=np.float64)
+        if not np.all(weights > 0):
+            raise ValueError(f"MixedStereo: weights must be > 0, got {weights.tolist()}")
+        self.generators = [g for _, g in sources]
+        self.cumulative = np.cumsum(weights / weights.sum())
+        self.seed = int(seed)
+        self.length = min(len(g) for g in self.generators)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        shares = np.diff(np.concatenate([[0.0], self.cumulative])).round(3).tolist()
+        return f"MixedStereo({list(zip(shares, self.generators))!r}, seed={self.seed})"
+
+    def source_of(self, index: int) -> int:
+        """Which source sample ``index`` comes from (deterministic in ``(seed, index)``)."""
+        u = np.random.default_rng([self.seed, int(index), 0x6D6978]).random()
+        return int(min(np.searchsorted(self.cumulative, u, side="right"),
+                       len(self.generators) - 1))
+
+    def sample(self, index: int) -> Dict[str, Any]:
+        """Sample ``index`` of its chosen source, with ``meta["source"]`` set."""
+        k = self.source_of(index)
+        sample = self.generators[k].sample(index)
+        meta = dict(sample.get("meta", {}))
+        meta["source"] = type(self.generators[k]).__name__
+        return {**sample, "meta": meta}
