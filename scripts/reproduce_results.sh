@@ -329,6 +329,12 @@ $bin/python benchmarks/crossprocess_rate.py --pairs 10 --size 480x640 --repeats 
   --output docs/results/crossprocess-rate.json
 $bin/python benchmarks/soak.py --frames 1200 --rate 30 --size 480x640 --fault-every 100 \
   --output docs/results/soak.json
+# The photo texture bank of the photo_layers / single_image / mix data (Debian's photo packages).
+if [ ! -d data/textures ]; then
+  command -v apt-get >/dev/null && (apt-get install -y -q gnome-backgrounds \
+    plasma-workspace-wallpapers mate-backgrounds ukui-wallpapers opencv-doc || true) >/dev/null 2>&1
+  .venv/bin/dtp-train textures --out data/textures
+fi
 # The claims rows' data paths (pairs/s in one process).
 for n in synthetic photo_layers single_image; do
   extra=(); [ $n = synthetic ] || extra=(data.train.name=$n data.train.textures=data/textures)
@@ -350,8 +356,14 @@ for scale in 0.25 0.5; do
     --checkpoint models/stages/claims/gt/best.pt --label gt "${also[@]}" --threads 2 \
     --output docs/results/claims-real-x$scale.json
 done
+# session 21: the mix row (70 % procedural, 30 % single-photo pairs), evaluated beside gt and single
+bash scripts/train_real.sh claims-mix
+LABEL=mix SCALES="0.25 0.5" bash scripts/eval_real.sh docs/results/claims-mix \
+  models/stages/claims/mix/best.pt gt=models/stages/claims/gt/best.pt \
+  single=models/stages/claims/single/best.pt
 $bin/python benchmarks/claims_table.py --teacher-eval docs/results/real-s1-eval.json \
   --real docs/results/claims-real-x0.25.json docs/results/claims-real-x0.5.json \
+  docs/results/claims-mix-x0.25.json docs/results/claims-mix-x0.5.json \
   --output docs/results/claims-real.json
 # Stage 2 (256x512, edge refinement; resumable across sessions from models/stages/real_s2).
 bash scripts/train_real.sh s2
@@ -547,3 +559,8 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.
 $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.pt \
   --pairs aloe@0.25 motorcycle@0.5 --threads 2 --timing-pairs 100 --variant default \
   --output docs/results/adapt-real-pruned-s11-steps600.json
+# Stage 17 (session 21): stage 11 on the mix of procedural scenes and single-photo pairs.
+$bin/python benchmarks/data_rate.py --config configs/real/pruned_s17.yaml --samples 40 \
+  --output docs/results/data-rate-pruned-s17.json
+bash scripts/train_real.sh pruned_s17
+eval_stage pruned_s17
