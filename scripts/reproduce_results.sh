@@ -563,4 +563,11 @@ $bin/python benchmarks/adapt_real.py --checkpoint models/dtpnet_real_pruned_s11.
 $bin/python benchmarks/data_rate.py --config configs/real/pruned_s17.yaml --samples 40 \
   --output docs/results/data-rate-pruned-s17.json
 bash scripts/train_real.sh pruned_s17
-eval_stage pruned_s17
+cp runs/real_pruned_s17/distill/last.pt models/stages/real_pruned_s17/final.pt  # its last step
+OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s17.yaml --stages eval --quiet
+cp runs/real_pruned_s17/eval/results.json docs/results/real-pruned-s17-eval.json
+bash scripts/eval_real.sh docs/results/real-pruned-s17 models/stages/real_pruned_s17/best.pt \
+  default=models/dtpnet_real_pruned_s11.pt final=models/stages/real_pruned_s17/final.pt
+$bin/python benchmarks/real_table.py docs/results/real-pruned-s17-x0.25.json \
+  docs/results/real-pruned-s17-x0.5.json docs/results/real-pruned-s17-x1.json \
+  --output docs/results/real-pruned-s17-targets.json

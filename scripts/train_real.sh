@@ -17,7 +17,9 @@
 # "distill"); pruned_s13 continues pruned_s11 with 48 logit planes (configs/real/pruned_s13.yaml,
 # "distill"); pruned_s14 grows pruned_s13 by the upsampling's offset (configs/real/pruned_s14.yaml,
 # "distill"); pruned_s15 grows pruned_s11 by that offset (configs/real/pruned_s15.yaml, "distill");
-# pruned_s16 continues pruned_s15 at half its rate (configs/real/pruned_s16.yaml, "distill"); teacher_s2
+# pruned_s16 continues pruned_s15 at half its rate (configs/real/pruned_s16.yaml, "distill");
+# pruned_s17 continues pruned_s11 on the mix of procedural scenes and single-photo pairs
+# (configs/real/pruned_s17.yaml, "distill"; needs data/textures); teacher_s2
 # continues the wide teacher at 256x512 (configs/real/teacher_s2.yaml, "distill") and teacher_s3
 # continues teacher_s2 for longer (configs/real/teacher_s3.yaml, "distill"); teacher
 # trains the wide 2D teacher of configs/real/dtp_real.yaml (pipeline stage "teacher", state in
@@ -27,7 +29,8 @@
 # prune_s12 is the same for stage 11, to widths that ONNX Runtime runs faster
 # (configs/real/prune_s12.yaml, the same pipeline stages);
 # claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
-# overrides below; rows gt, l1, kl, both, pruned, photo, single, scratch, norm, corr32), kept in
+# overrides below; rows gt, l1, kl, both, pruned, photo, single, mix, scratch, norm,
+# corr32), kept in
 # models/stages/claims/<row>.
 # The state lives in runs/real_<stage>/<pipeline stage> (git-ignored) while it trains; its
 # last.pt / best.pt / metrics.csv / summary.json / results.json / export.json are copied to

@@ -157,8 +157,9 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
         name: dataset name (``dtp_stereo.data.readers.DATASETS``), a synthetic spec string
             (``synthetic:N:HxW:seed``), or a generator (:data:`GENERATORS`): ``synthetic``
             (procedural scenes, :class:`SyntheticStereo`), ``photo_layers`` (the same scenes
-            with photo textures, ``training.data.photo_stereo.PhotoLayeredStereo``) or
-            ``single_image`` (stereo from single photos, ``SingleImageStereo``).
+            with photo textures, ``training.data.photo_stereo.PhotoLayeredStereo``),
+            ``single_image`` (stereo from single photos, ``SingleImageStereo``) or ``mix``
+            (several of these by weight, :class:`MixedStereo`; key ``sources``).
         root: dataset folder ("" for generators).
         split: ``train`` (default), ``val`` or ``test``. Generator splits use different seeds
             (``split_seed``), so they never share scenes; a real dataset's ``val`` is a
@@ -181,8 +182,11 @@ def build_dataset(spec: Mapping[str, Any]) -> StereoDataset:
         photo_prob: ``photo_layers``: probability that a surface gets a photo texture rather
             than a procedural one (default 1).
         sources: ``mix`` only: a list of generator specs, each ``{name, weight}`` plus its
-            own ``synthetic``, ``textures``, ``photo_prob`` (keys it leaves out come from the
-            mix's spec); see :class:`MixedStereo`.
+            own ``synthetic``, ``textures``, ``photo_prob``. Keys it leaves out come from the
+            mix's spec (height, width, max_disparity always do); a source's own ``synthetic``
+            replaces the mix's whole, not merged (a ``single_image`` source needs its own when
+            the mix's holds procedural-only arguments); a shared ``textures`` / ``photo_prob``
+            reaches only the sources that take it. See :class:`MixedStereo`.
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ValueError(f"dataset spec must be a dict with a 'name' key, got {spec!r}")
@@ -298,12 +302,13 @@ class MixedStereo:
     Sample ``i`` comes from source ``k`` with probability ``weight_k / sum(weights)``, the
     choice fixed by ``(seed, i)``; it is that source's own ``sample(i)``. All sources share
     the mix's seed, so a mix's procedural samples are exactly the scenes a plain
-    ``synthetic`` stream with the same seed has at those indices (a mix at equal budget
-    replaces some scenes of that stream, it does not reorder it). Each sample's
-    ``meta["source"]`` names its generator.
+    ``synthetic`` stream with the same seed, size and settings has at those indices (a mix
+    at equal budget replaces some scenes of that stream, it does not reorder it). Each
+    sample's ``meta["source"]`` names its generator.
 
     Args:
-        sources: ``(weight, generator)`` pairs; weights > 0, generators of equal image size.
+        sources: ``(weight, generator)`` pairs; weights > 0, generators of equal image size
+            (not checked here; ``build_dataset`` gives every source the mix's size).
         seed: the choice stream's seed.
     """
 
