@@ -31,6 +31,7 @@ ROWS = {
     "photo": ("as gt, photo-textured scenes (photo_layers)", "distill"),
     "single": ("as gt, stereo pairs from single photos (single_image)", "distill"),
     "mix": ("as gt, 70 % procedural scenes and 30 % pairs from single photos (mix)", "distill"),
+    "mix50": ("as gt, 50 % procedural scenes and 50 % pairs from single photos (mix)", "distill"),
     "scratch": ("student from scratch (same widths), ground truth only", "distill"),
     "norm": ("as scratch, correlation of unit-length features", "distill"),
     "corr32": ("as scratch, 32 correlation channels", "distill"),

@@ -358,9 +358,10 @@ for scale in 0.25 0.5; do
 done
 # session 21: the mix row (70 % procedural, 30 % single-photo pairs), evaluated beside gt and single
 bash scripts/train_real.sh claims-mix
+bash scripts/train_real.sh claims-mix50  # the same at a 50 % photo share
 LABEL=mix SCALES="0.25 0.5" bash scripts/eval_real.sh docs/results/claims-mix \
   models/stages/claims/mix/best.pt gt=models/stages/claims/gt/best.pt \
-  single=models/stages/claims/single/best.pt
+  single=models/stages/claims/single/best.pt mix50=models/stages/claims/mix50/best.pt
 $bin/python benchmarks/claims_table.py --teacher-eval docs/results/real-s1-eval.json \
   --real docs/results/claims-real-x0.25.json docs/results/claims-real-x0.5.json \
   docs/results/claims-mix-x0.25.json docs/results/claims-mix-x0.5.json \

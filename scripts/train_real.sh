@@ -29,8 +29,8 @@
 # prune_s12 is the same for stage 11, to widths that ONNX Runtime runs faster
 # (configs/real/prune_s12.yaml, the same pipeline stages);
 # claims-<row> is one row of the one-budget comparison (configs/real/claims.yaml plus the row's
-# overrides below; rows gt, l1, kl, both, pruned, photo, single, mix, scratch, norm,
-# corr32), kept in
+# overrides below; rows gt, l1, kl, both, pruned, photo, single, mix, mix50, scratch,
+# norm, corr32), kept in
 # models/stages/claims/<row>.
 # The state lives in runs/real_<stage>/<pipeline stage> (git-ignored) while it trains; its
 # last.pt / best.pt / metrics.csv / summary.json / results.json / export.json are copied to
@@ -46,6 +46,7 @@ keep=$root/models/stages/real_$stage
 row_args=()  # the claims row's config overrides
 l1_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: logits_l1, weight: 1.0}]'
 mix_sources='[{name: synthetic, weight: 0.7}, {name: single_image, weight: 0.3}]'
+mix50_sources='[{name: synthetic, weight: 0.5}, {name: single_image, weight: 0.5}]'
 kl_point='[{name: logits, teacher_tap: logits_quarter, student_tap: logits_quarter, loss: kl, weight: 1.0}]'
 case $stage in
   s1|s2) cfg=$root/configs/real/student_$stage.yaml; steps="distill" ;;
@@ -70,11 +71,12 @@ case $stage in
       photo) row_args=(data.train.name=photo_layers data.train.textures=data/textures) ;;
       single) row_args=(data.train.name=single_image data.train.textures=data/textures) ;;
       mix) row_args=(data.train.name=mix data.train.textures=data/textures "data.train.sources=$mix_sources") ;;
+      mix50) row_args=(data.train.name=mix data.train.textures=data/textures "data.train.sources=$mix50_sources") ;;
       scratch) row_args=(student_model.checkpoint=null) ;;
       norm) row_args=(student_model.checkpoint=null student_model.config.correlation_norm=true) ;;
       corr32) row_args=(student_model.checkpoint=null student_model.config.correlation=32) ;;
       *) echo "train_real.sh: unknown claims row '$row' (gt, l1, kl, both, pruned, photo," \
-           "single, mix, scratch, norm, corr32)" >&2; exit 2 ;;
+           "single, mix, mix50, scratch, norm, corr32)" >&2; exit 2 ;;
     esac
     row_args=(--run-dir "$runs" ${row_args[@]+"${row_args[@]}"}) ;;
   *) echo "train_real.sh: unknown stage '$stage' (s1, s2, pruned_s2, pruned_s3, pruned_s4, pruned_s5, pruned_s6, pruned_s7, pruned_s8, pruned_s9, pruned_s10, pruned_s11, pruned_s13, pruned_s14, pruned_s15, pruned_s16, pruned_s17, teacher_s2, teacher_s3, teacher, prune, prune_s12 or claims-<row>)" >&2; exit 2 ;;
