@@ -480,11 +480,12 @@ $bin/python benchmarks/sgbm_speed.py --model prune_s12=models/stages/real_prune_
   --size 480x640 --threads 2 --rounds 20 --output docs/results/sgbm-speed-640x480-prune-s12.json
 # A trained stage's evaluation: its synthetic test split, the real pairs beside the default
 # (validation), and the targets table. eval_stage pruned_sN: docs/results/real-pruned-sN-*.
-eval_stage() {
+eval_stage() {  # STAGE [LABEL=CKPT ...]: synthetic test, then the real pairs beside stage 11
   local out=docs/results/real-${1//_/-}
   OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/$1.yaml --stages eval --quiet
   cp runs/real_$1/eval/results.json $out-eval.json
-  bash scripts/eval_real.sh $out models/stages/real_$1/best.pt default=models/dtpnet_real_pruned_s11.pt
+  bash scripts/eval_real.sh $out models/stages/real_$1/best.pt default=models/dtpnet_real_pruned_s11.pt \
+    "${@:2}"
   $bin/python benchmarks/real_table.py $out-x0.25.json $out-x0.5.json $out-x1.json \
     --output $out-targets.json
 }
@@ -565,10 +566,4 @@ $bin/python benchmarks/data_rate.py --config configs/real/pruned_s17.yaml --samp
   --output docs/results/data-rate-pruned-s17.json
 bash scripts/train_real.sh pruned_s17
 cp runs/real_pruned_s17/distill/last.pt models/stages/real_pruned_s17/final.pt  # its last step
-OMP_NUM_THREADS=2 $bin/dtp-train --config configs/real/pruned_s17.yaml --stages eval --quiet
-cp runs/real_pruned_s17/eval/results.json docs/results/real-pruned-s17-eval.json
-bash scripts/eval_real.sh docs/results/real-pruned-s17 models/stages/real_pruned_s17/best.pt \
-  default=models/dtpnet_real_pruned_s11.pt final=models/stages/real_pruned_s17/final.pt
-$bin/python benchmarks/real_table.py docs/results/real-pruned-s17-x0.25.json \
-  docs/results/real-pruned-s17-x0.5.json docs/results/real-pruned-s17-x1.json \
-  --output docs/results/real-pruned-s17-targets.json
+eval_stage pruned_s17 final=models/stages/real_pruned_s17/final.pt

@@ -241,9 +241,8 @@ def _build_generator(name: str, spec: Mapping[str, Any], seed: int,
             int(spec.get("max_disparity", 192)), seed, length)
     extra = dict(spec.get("synthetic") or {})
     if name == "mix":
-        return MixedStereo([(float(src["weight"]), _build_generator(str(src["name"]), src_spec,
-                                                                    seed, length))
-                            for src, src_spec in _mix_sources(spec)], seed)
+        return MixedStereo([(weight, _build_generator(src_name, src_spec, seed, length))
+                            for weight, src_name, src_spec in _mix_sources(spec)], seed)
     if "sources" in spec:
         raise ValueError(f"dataset {name!r}: 'sources' applies to mix only")
     if name != "photo_layers" and "photo_prob" in spec:
@@ -263,14 +262,17 @@ def _build_generator(name: str, spec: Mapping[str, Any], seed: int,
     return SingleImageStereo(*args, textures=textures, **extra)
 
 
+# the photo keys each generator takes (a mix's shared photo keys reach only these)
+_PHOTO_KEYS = {"synthetic": (), "photo_layers": ("textures", "photo_prob"),
+               "single_image": ("textures",)}
+
+
 def _mix_sources(spec: Mapping[str, Any]) -> List[Any]:
-    """``(source, effective spec)`` for each entry of a ``mix`` spec's ``sources``, checked."""
+    """``(weight, name, effective spec)`` for each entry of a ``mix`` spec's ``sources``."""
     sources = spec.get("sources")
     if not isinstance(sources, (list, tuple)) or not sources:
         raise ValueError("dataset 'mix': 'sources' must be a non-empty list of "
                          "{name, weight, ...} dicts")
-    shared = {k: spec[k] for k in ("height", "width", "max_disparity", "synthetic",
-                                   "textures", "photo_prob") if k in spec}
     out = []
     for i, src in enumerate(sources):
         if not isinstance(src, Mapping) or "name" not in src or "weight" not in src:
@@ -281,18 +283,13 @@ def _mix_sources(spec: Mapping[str, Any]) -> List[Any]:
             raise ValueError(f"dataset 'mix': sources[{i}]: unknown keys {unknown}; valid "
                              f"keys: {list(SOURCE_KEYS)}")
         name = str(src["name"]).lower()
-        if name not in GENERATORS or name == "mix":
+        if name not in _PHOTO_KEYS:
             raise ValueError(f"dataset 'mix': sources[{i}]: {src['name']!r} is not one of "
-                             f"{[g for g in GENERATORS if g != 'mix']}")
-        if not float(src["weight"]) > 0:
-            raise ValueError(f"dataset 'mix': sources[{i}]: weight must be > 0, got "
-                             f"{src['weight']!r}")
-        own = {**shared, **{k: v for k, v in src.items() if k not in ("name", "weight")}}
-        for key in ("textures", "photo_prob"):  # a shared key only reaches sources that take it
-            if key in own and key not in src and not (
-                    name == "photo_layers" or (key == "textures" and name == "single_image")):
-                del own[key]
-        out.append(({**src, "name": name}, own))
+                             f"{list(_PHOTO_KEYS)}")
+        shared = ("height", "width", "max_disparity", "synthetic", *_PHOTO_KEYS[name])
+        own = {**{k: spec[k] for k in shared if k in spec},
+               **{k: v for k, v in src.items() if k not in ("name", "weight")}}
+        out.append((float(src["weight"]), name, own))
     return out
 
 
